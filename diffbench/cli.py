@@ -8,21 +8,20 @@ import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from diffbench import __version__
 from diffbench.errors import DiffbenchError, UsageError
 
-app = typer.Typer(
-    name="diffbench",
-    help="Long-context retrieval and contextual hallucination benchmarks for attention variants.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+if TYPE_CHECKING:
+    from diffbench.engine.runner import EngineOptions
+
 stderr = Console(stderr=True)
 stdout = Console()
 
@@ -37,11 +36,51 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DiffbenchError as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # Messages quote user input ('--lengths [/x]'), which rich must not read as markup.
+        stderr.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted: finished samples are saved; rerun the same command to resume[/]")
         raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def click_errors_in_one_line() -> Iterator[None]:
+    """Typer's own usage errors (an unknown option, a value that is no number, a missing argument) as
+    the single 'error:' line every other user error gets, instead of a usage banner and a framed
+    panel whose message wraps; exit code 2 as before."""
+    try:
+        yield
+    except TyperException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            raise  # a bare `diffbench` or `diffbench dex` prints its help, as before
+        context = getattr(error, "ctx", None)
+        hint = f"; see '{context.command_path} --help'" if context is not None else ""
+        message = escape(error.format_message().rstrip(".") + hint)
+        stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The root group: its own parse errors and every subcommand's go through click_errors_in_one_line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with click_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with click_errors_in_one_line():
+            return super().invoke(ctx)
+
+
+app = typer.Typer(
+    name="diffbench",
+    help="Long-context retrieval and contextual hallucination benchmarks for attention variants.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    cls=OneLineErrorsGroup,
+)
 
 
 def _version(value: bool) -> None:
@@ -132,9 +171,33 @@ def niah(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    haystack_per_sample: Annotated[
+        bool,
+        typer.Option(
+            "--haystack-per-sample",
+            help="Give each sample index its own haystack text (default: one haystack for all, as RULER).",
+        ),
+    ] = False,
+    prefix_sharing: Annotated[
+        bool,
+        typer.Option(
+            "--prefix-sharing/--no-prefix-sharing",
+            help="Prefill the haystack shared by many prompts once (same verdicts, less work).",
+        ),
+    ] = True,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(help="Budget for weights + KV cache + activations, e.g. 8GB; sets the chunk size."),
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Tokens per prefill chunk (default 4096, or what --max-memory allows)."),
+    ] = None,
 ) -> None:
     """Needle-in-a-haystack over a depth × length grid, token-exact in each model's tokenizer."""
     with user_errors():
+        from diffbench.engine.memory import parse_memory
+        from diffbench.engine.runner import EngineOptions
         from diffbench.lengths import parse_depths, parse_lengths
         from diffbench.specs import NiahSpec
 
@@ -158,8 +221,16 @@ def niah(
             answer_budget=answer_budget,
             generate=generate,
             rope_scaling=rope_scaling,  # type: ignore[arg-type]
+            haystack_per_sample=haystack_per_sample,
         )
-        execute_niah(spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, json_output)
+        if max_memory is not None and chunk_tokens is not None:
+            raise UsageError("--max-memory and --chunk-tokens both set the chunk size: pass only one")
+        options = EngineOptions(
+            prefix_sharing=prefix_sharing,
+            max_memory_bytes=None if max_memory is None else parse_memory(max_memory),
+            chunk_tokens=chunk_tokens,
+        )
+        execute_niah(spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, json_output, options)
 
 
 def execute_niah(
@@ -170,6 +241,7 @@ def execute_niah(
     device: str,
     dtype: str,
     json_output: bool,
+    options: EngineOptions,
 ) -> None:
     """Run with a progress bar on stderr, then write and show the reports."""
     from diffbench.engine.runner import run_niah
@@ -179,7 +251,7 @@ def execute_niah(
     from diffbench.report.tables import grid_table
 
     with sample_progress(stderr) as on_event:
-        outcome = run_niah(spec, models, out, results_dir, device, dtype, sys.argv, on_event)
+        outcome = run_niah(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
     report = write_run_report(outcome.directory)
     if outcome.resumed_records:
         stderr.print(f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new")
@@ -193,7 +265,7 @@ def execute_niah(
         stdout.print(
             f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f} over {row['n']} samples"
         )
-    stdout.print(f"results: {outcome.directory}")
+    stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
 
 
 class TableFormat(str, Enum):
@@ -236,7 +308,7 @@ def report(
 
         result = build_report(run_dirs, reference, out)
         for note in result.notes:
-            stderr.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+            stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         if table_format is TableFormat.csv:
             sys.stdout.write(comparison_csv(result.comparison))
         elif table_format is TableFormat.markdown:
@@ -245,7 +317,9 @@ def report(
             stdout.print(f"[bold]{result.title}[/]", highlight=False, soft_wrap=True)
             for table in terminal_tables(result):
                 stdout.print(table)
-        stderr.print(f"report: {result.out} ({len(result.files)} files)", highlight=False, soft_wrap=True)
+        stderr.print(
+            f"report: {result.out} ({len(result.files)} files)", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 @app.command()
@@ -266,9 +340,10 @@ def leaderboard(
 
         page, board = write_leaderboard(results_dir, out, reference, title)
         for reason in board.skipped:
-            stderr.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)
+            stderr.print(f"[yellow]skipped:[/] {escape(reason)}", highlight=False, soft_wrap=True)
         stdout.print(
             f"leaderboard: {page} ({len(board.rows)} models × {len(board.columns)} sample sets)",
+            markup=False,
             highlight=False,
             soft_wrap=True,
         )
@@ -352,12 +427,12 @@ def check(
         )
         stdout.print(verdict_table(result, cells.value))
         for note in result.notes:
-            stderr.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+            stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         json_path = output or candidate_dir / "check.json"
         write_json_report(result, json_path)
         if junit is not None:
             write_junit(result, junit)
-        written = f" (verdict: {json_path}" + (f", {junit})" if junit else ")")
+        written = escape(f" (verdict: {json_path}" + (f", {junit})" if junit else ")"))
         if result.passed:
             stdout.print(
                 f"[bold green]PASS[/]: no significant drop above {max_drop:g}{written}",
@@ -365,7 +440,7 @@ def check(
                 soft_wrap=True,
             )
             return
-        names = ", ".join(f"{row.level} {row.name}" for row in result.regressions)
+        names = escape(", ".join(f"{row.level} {row.name}" for row in result.regressions))
         stdout.print(f"[bold red]REGRESSION[/] in {names}{written}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
@@ -399,7 +474,7 @@ def dex_convert(
     with user_errors():
         from diffbench.attention.dex_convert import convert
 
-        stderr.print(f"dex convert: calibrating {model} ({select})", highlight=False)
+        stderr.print(f"dex convert: calibrating {model} ({select})", markup=False, highlight=False)
         outcome = convert(model, out, heads_per_layer, select, share, seed, sys.argv)
         if json_output:
             payload = {"directory": str(outcome.directory), "selected_heads": outcome.selected_heads}
@@ -410,7 +485,7 @@ def dex_convert(
             f"DEX on {'/'.join(map(str, sorted(counts)))} of {outcome.num_heads} heads in each of "
             f"{len(outcome.selected_heads)} layers ({select}); λ = 0, W_D = 0: identical to the base model"
         )
-        stdout.print(f"checkpoint: {outcome.directory}")
+        stdout.print(f"checkpoint: {outcome.directory}", markup=False, highlight=False)
 
 
 @dex_app.command("adapt")
@@ -473,7 +548,9 @@ def dex_adapt(
             sys.stdout.write(json.dumps(outcome.manifest.model_dump(mode="json")) + "\n")
             return
         if outcome.already_complete:
-            stderr.print(f"{out} holds this finished run already; nothing to do", highlight=False)
+            stderr.print(
+                f"{out} holds this finished run already; nothing to do", markup=False, highlight=False
+            )
         stdout.print(
             f"{training.train}: held-out loss {training.loss_before:.4f} → {training.loss_after:.4f} "
             f"after {outcome.manifest.tokens_seen:,} tokens "
@@ -482,7 +559,7 @@ def dex_adapt(
         final = [v for v in outcome.manifest.final_lambda if v is not None]
         if final:
             stdout.print(f"final λ per layer: {min(final):.3f} … {max(final):.3f}")
-        stdout.print(f"checkpoint: {outcome.directory}")
+        stdout.print(f"checkpoint: {outcome.directory}", markup=False, highlight=False)
 
 
 def _run_adapt(options: Any, adapt: Any) -> Any:
@@ -522,7 +599,7 @@ def dex_fold(
         from diffbench.attention.dex_convert import fold
 
         outcome = fold(model, out, sys.argv)
-        stdout.print(f"folded DEX into o_proj: {outcome.directory}")
+        stdout.print(f"folded DEX into o_proj: {outcome.directory}", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ class NiahSpec(BaseModel):
     seed: int = 0
     haystack: str = "prose"
     haystack_fingerprint: str = ""
+    haystack_per_sample: bool = False
     needle: NeedleSpec = NeedleSpec()
     chat_template: ChatTemplateMode = "auto"
     answer_budget: int = Field(32, ge=1)
@@ -154,6 +155,7 @@ class RunManifest(BaseModel):
     command: list[str] = []
     peak_memory_mb: float | None = None
     wall_seconds: float = 0.0
+    engine: dict[str, dict[str, object]] = {}
 
 
 def spec_difference(first: NiahSpec, second: NiahSpec) -> list[str]:

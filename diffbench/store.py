@@ -102,8 +102,10 @@ def read_manifest(directory: Path) -> RunManifest:
     return read_versioned_json(path, RunManifest, "schema_version", SCHEMA_VERSION, RunDirectoryError)
 
 
-def iter_record_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a records.jsonl; a corrupt line other than an unfinished last one is an error."""
+def iter_record_lines(
+    path: Path, hint: str = "remove that line to redo its sample"
+) -> Iterator[dict[str, Any]]:
+    """JSON objects of a .jsonl file; a corrupt line other than an unfinished last one is an error."""
     if not path.exists():
         return
     with path.open(encoding="utf-8") as handle:
@@ -113,11 +115,36 @@ def iter_record_lines(path: Path) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                payload = json.loads(line)
             except json.JSONDecodeError:
-                raise RunDirectoryError(
-                    f"{str(path)!r} line {number} is corrupt; remove that line to redo its sample"
-                ) from None
+                payload = None
+            if not isinstance(payload, dict):  # not JSON, or JSON but no object ('[1, 2]', '7')
+                raise RunDirectoryError(f"{str(path)!r} line {number} is corrupt; {hint}")
+            yield payload
+
+
+def validate_record(payload: dict[str, Any], path: Path, number: int) -> Record:
+    """Record ``number`` of a records.jsonl; another schema version or a malformed record is refused."""
+    found = payload.get("schema_version", SCHEMA_VERSION)
+    if found != SCHEMA_VERSION:
+        raise RunDirectoryError(
+            f"{str(path)!r} record {number} has schema_version {found!r}; this diffbench reads "
+            f"{SCHEMA_VERSION}: use the diffbench version that wrote it, or rerun the task into a new --out"
+        )
+    try:
+        return Record.model_validate(payload)
+    except ValidationError as error:
+        detail = error.errors()[0]
+        where = ".".join(str(part) for part in detail["loc"])
+        raise RunDirectoryError(
+            f"{str(path)!r} record {number} is malformed ({where}: {detail['msg']}); "
+            "remove that line and rerun the task to redo its sample"
+        ) from None
+
+
+def read_records(path: Path) -> list[Record]:
+    """Every record of a records.jsonl, validated (see validate_record)."""
+    return [validate_record(payload, path, n) for n, payload in enumerate(iter_record_lines(path), start=1)]
 
 
 class RunStore:
@@ -187,8 +214,14 @@ class RunStore:
         self.manifest.models = [m for m in self.manifest.models if m.name != entry.name] + [entry]
         self.save_manifest()
 
+    def record_engine(self, model: str, settings: dict[str, object]) -> None:
+        """How the engine ran this model (chunk size, memory plan, prefix sharing), kept per model."""
+        self.manifest.engine = {**self.manifest.engine, model: settings}
+        self.save_manifest()
+
     def records(self) -> list[dict[str, Any]]:
-        return list(iter_record_lines(self.directory / RECORDS))
+        """The records so far, validated: a resumed run never builds on a corrupt or foreign record."""
+        return [record.model_dump(mode="json") for record in read_records(self.directory / RECORDS)]
 
     def completed(self, model: str) -> set[str]:
         return {r["sample_id"] for r in self.records() if r.get("model") == model}
@@ -214,7 +247,18 @@ class RunStore:
         path = self.samples_path(tokenizer_fingerprint)
         if not path.exists():
             return None
-        return [Sample.model_validate(line) for line in iter_record_lines(path)]
+        hint = "delete the file and rerun: the samples are generated again, identically, from the spec"
+        samples = []
+        for number, payload in enumerate(iter_record_lines(path, hint), start=1):
+            try:
+                samples.append(Sample.model_validate(payload))
+            except ValidationError as error:
+                detail = error.errors()[0]
+                where = ".".join(str(part) for part in detail["loc"])
+                raise RunDirectoryError(
+                    f"{str(path)!r} sample {number} is malformed ({where}: {detail['msg']}); {hint}"
+                ) from None
+        return samples
 
     def save_samples(self, tokenizer_fingerprint: str, samples: Iterable[Sample]) -> None:
         path = self.samples_path(tokenizer_fingerprint)

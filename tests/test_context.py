@@ -233,12 +233,10 @@ def test_a_different_seed_changes_keys_values_and_prose(
             assert haystack_without_needle(a)[0] != haystack_without_needle(b)[0], a.sample_id
 
 
-@pytest.mark.parametrize(("kind", "haystack"), CONFIGS)
-def test_all_depths_and_lengths_of_one_sample_read_one_haystack_stream(
-    grids: dict[Any, list[Sample]], kind: str, haystack: str
-) -> None:
+def haystack_streams(samples: list[Sample]) -> dict[int, list[int]]:
+    """Per sample index, the longest haystack, after checking every other haystack is a prefix of it."""
     by_index: dict[int, list[list[int]]] = defaultdict(list)
-    for sample in grids[kind, haystack]:
+    for sample in samples:
         by_index[sample.sample_index].append(haystack_without_needle(sample)[0])
     streams = {}
     for index, hays in by_index.items():
@@ -247,8 +245,25 @@ def test_all_depths_and_lengths_of_one_sample_read_one_haystack_stream(
             assert longest[: len(hay)] == hay
         assert len({len(h) for h in hays}) > 1
         streams[index] = longest
-    if haystack == "prose":  # each sample index reads its own text
-        assert streams[0][:200] != streams[1][:200]
+    return streams
+
+
+@pytest.mark.parametrize(("kind", "haystack"), CONFIGS)
+def test_every_sample_reads_one_haystack_stream(
+    grids: dict[Any, list[Sample]], kind: str, haystack: str
+) -> None:
+    streams = sorted(haystack_streams(grids[kind, haystack]).values(), key=len)
+    for shorter, longer in itertools.pairwise(streams):  # one haystack for the grid, as RULER and NIAH do
+        assert longer[: len(shorter)] == shorter
+
+
+@pytest.mark.parametrize("haystack", ["prose", "essays"])
+def test_haystack_per_sample_gives_each_sample_index_its_own_stream(
+    tokenizers: dict[str, Any], haystack: str
+) -> None:
+    spec = niah_spec(haystack).model_copy(update={"haystack_per_sample": True})
+    streams = haystack_streams(generate_samples(spec, tokenizers["plain"], load_source(haystack, 0)))
+    assert streams[0][:200] != streams[1][:200]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -188,15 +188,27 @@ def test_changing_a_later_token_never_changes_earlier_logits(variant: str, imple
     assert not torch.allclose(after[:, position:], before[:, position:])  # the change is visible after it
 
 
-@pytest.mark.parametrize("variant", ["diff_v1", "diff_v2"])
-def test_logits_to_keep_and_chunked_cache_match_the_full_pass(variant: str) -> None:
-    """The engine's two shortcuts: last-position logits only, and prefill continued from a DynamicCache."""
+@pytest.mark.parametrize("implementation", ["sdpa", "diffbench_sdpa"])
+@pytest.mark.parametrize("cache_kind", ["dynamic", "reserved"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_logits_to_keep_and_chunked_cache_match_the_full_pass(
+    variant: str, cache_kind: str, implementation: str
+) -> None:
+    """The engine's shortcuts: last-position logits only, prefill continued from a cache, and the
+    engine's mask-free chunk attention and reserved cache, for every variant."""
     from transformers import DynamicCache
+
+    from diffbench.engine.chunked_attention import register_chunked_attention
+    from diffbench.engine.kv_cache import reserved_cache_for
 
     model = tiny_model(variant)
     ids = random_ids(batch=1)
     full = logits(model, ids)
-    cache = DynamicCache(config=model.config)
+    if implementation == "diffbench_sdpa":
+        model.config._attn_implementation = register_chunked_attention()
+    cache = (
+        DynamicCache(config=model.config) if cache_kind == "dynamic" else reserved_cache_for(model, LENGTH)
+    )
     with torch.inference_mode():
         last = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
         first = model(input_ids=ids[:, :10], past_key_values=cache, use_cache=True).logits
@@ -302,7 +314,7 @@ def test_niah_cli_runs_both_diff_versions_and_records_variant_diff(
         assert len(records) == 2 and {r["variant"] for r in records} == {"diff"}
         manifest = json.loads((out / "manifest.json").read_text())
         [entry] = manifest["models"]
-        assert entry["variant"] == "diff" and entry["attn_implementation"] == "sdpa"
+        assert entry["variant"] == "diff" and entry["attn_implementation"] == "diffbench_sdpa"
         assert (
             entry["architecture"]
             == {"diff_v1": "DiffLlamaForCausalLM", "diff_v2": "DiffV2ForCausalLM"}[variant]

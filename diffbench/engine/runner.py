@@ -12,12 +12,14 @@ import gc
 import re
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffbench.engine.teacher_forcing import score_and_generate, score_answer
+from diffbench.engine.memory import MemoryPlan, plan_memory
+from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
+from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.haystack.sources import load_source
 from diffbench.models.device import attention_implementation, dtype_name, resolve_device, resolve_dtype
 from diffbench.models.load import LoadedModel, PreparedModel, load_weights, prepare_model, resolve_model_ref
@@ -27,6 +29,18 @@ from diffbench.store import RunStore, find_resumable
 from diffbench.tasks.niah import generate_samples
 
 ProgressHook = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How samples are executed; results agree within float tolerance whatever is chosen here."""
+
+    prefix_sharing: bool = True
+    max_memory_bytes: int | None = None
+    chunk_tokens: int | None = None
+
+    def as_manifest(self) -> dict[str, object]:
+        return {"prefix_sharing": self.prefix_sharing, "chunk_tokens_requested": self.chunk_tokens}
 
 
 @dataclass(frozen=True)
@@ -61,23 +75,18 @@ def unique_names(names: list[str]) -> list[str]:
     return result
 
 
-def score_sample(loaded: LoadedModel, sample: Sample, spec: NiahSpec, run_id: str) -> Record:
-    """Teacher-forced verdict always; with spec.generate also greedy text scored by RULER's rules."""
-    started = time.perf_counter()
+def record_for(
+    loaded: LoadedModel, sample: Sample, spec: NiahSpec, run_id: str, scored: AnswerScore, seconds: float
+) -> Record:
+    """Teacher-forced verdict always; with spec.generate the greedy text scored by RULER's rules instead."""
     prediction = None
     all_score = part_score = None
     if spec.generate:
-        eos = loaded.model.generation_config.eos_token_id
-        eos = loaded.tokenizer.eos_token_id if eos is None else eos
-        scored = score_and_generate(
-            loaded.model, sample.input_ids, sample.answer_ids, spec.answer_budget, eos
-        )
         prediction = loaded.tokenizer.decode(scored.generated_ids or [], skip_special_tokens=True).strip()
         all_score = ruler_all(prediction, [sample.answer])
         part_score = ruler_part(prediction, [sample.answer])
         correct, score = all_score == 1.0, all_score
     else:
-        scored = score_answer(loaded.model, sample.input_ids, sample.answer_ids)
         correct, score = scored.greedy_exact, float(scored.greedy_exact)
     return Record(
         run_id=run_id,
@@ -103,8 +112,29 @@ def score_sample(loaded: LoadedModel, sample: Sample, spec: NiahSpec, run_id: st
         prompt_sha256=sample.prompt_sha256,
         device=loaded.entry.device,
         dtype=loaded.entry.dtype,
-        seconds=round(time.perf_counter() - started, 4),
+        seconds=round(seconds, 4),
     )
+
+
+def score_samples(
+    loaded: LoadedModel, samples: list[Sample], spec: NiahSpec, options: EngineOptions
+) -> tuple[MemoryPlan, Iterator[tuple[Sample, AnswerScore, float]]]:
+    """The memory plan for this model and the samples' scores, each yielded as soon as it is done."""
+    generation = None
+    if spec.generate:
+        eos = loaded.model.generation_config.eos_token_id
+        generation = Generation(spec.answer_budget, loaded.tokenizer.eos_token_id if eos is None else eos)
+    extra = spec.answer_budget if spec.generate else 0
+    capacity = max(len(s.input_ids) + max(len(s.answer_ids), extra) for s in samples)
+    memory = plan_memory(loaded.model, capacity, options.max_memory_bytes, options.chunk_tokens)
+    engine = SharedPrefixEngine(loaded.model, memory.chunk_tokens, share=options.prefix_sharing)
+    jobs = [PromptJob(s.input_ids, s.answer_ids, s.needle_span[0]) for s in samples]
+
+    def results() -> Iterator[tuple[Sample, AnswerScore, float]]:
+        for done in engine.run(jobs, generation):
+            yield samples[done.position], done.score, done.seconds
+
+    return memory, results()
 
 
 def samples_for(store: RunStore, spec: NiahSpec, prepared: PreparedModel, source: Any) -> list[Sample]:
@@ -126,6 +156,7 @@ def run_niah(
     dtype_choice: str,
     command: list[str],
     on_event: Callable[[str, Any], None],
+    options: EngineOptions | None = None,
 ) -> RunOutcome:
     """Run every model on the spec's samples into a (possibly resumed) run directory.
 
@@ -142,7 +173,7 @@ def run_niah(
     ]
     device = resolve_device(device_choice)
     dtype = resolve_dtype(dtype_choice, device)
-    attn = attention_implementation(device, dtype)
+    options = options or EngineOptions()
 
     # Everything that can refuse the run happens before the run directory is touched, so a corrected
     # command can reuse the same --out.
@@ -169,11 +200,13 @@ def run_niah(
             if not pending:
                 continue
             on_event("status", f"loading {item.ref.name}")
-            loaded = load_weights(item, device, dtype, attn)
+            loaded = load_weights(item, device, dtype, attention_implementation(device, dtype, item.config))
             store.register_model(loaded.entry)
+            memory, results = score_samples(loaded, pending, spec, options)
+            store.record_engine(loaded.entry.name, {**options.as_manifest(), **memory.as_manifest()})
             on_event("model", f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})")
-            for sample in pending:
-                record = score_sample(loaded, sample, spec, run_id)
+            for sample, scored, seconds in results:
+                record = record_for(loaded, sample, spec, run_id, scored, seconds)
                 store.append(record)
                 new += 1
                 on_event("done", record)

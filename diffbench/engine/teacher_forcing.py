@@ -21,7 +21,7 @@ class AnswerScore:
     generated_ids: list[int] | None = None
 
 
-def _answer_stats(logits: Any, answer_ids: list[int]) -> tuple[float, bool]:
+def answer_stats(logits: Any, answer_ids: list[int]) -> tuple[float, bool]:
     """Sum of answer log-probs and whether each answer token is the argmax; logits: [len(answer), vocab]."""
     import torch
 
@@ -40,7 +40,7 @@ def score_answer(model: Any, input_ids: list[int], answer_ids: list[int]) -> Ans
     sequence = torch.tensor([input_ids + answer_ids[:-1]], device=device)
     with torch.inference_mode():
         logits = model(input_ids=sequence, use_cache=False, logits_to_keep=len(answer_ids)).logits[0]
-    logprob, greedy = _answer_stats(logits, answer_ids)
+    logprob, greedy = answer_stats(logits, answer_ids)
     return AnswerScore(answer_logprob=logprob, greedy_exact=greedy)
 
 
@@ -64,10 +64,23 @@ def score_and_generate(
         if len(answer_ids) > 1:
             rest = torch.tensor([answer_ids[:-1]], device=device)
             parts.append(model(input_ids=rest, past_key_values=cache, use_cache=True).logits[0])
-        logprob, greedy = _answer_stats(torch.cat(parts, dim=0), answer_ids)
-        # Keep all but the last prompt token cached: generate() feeds that token itself. (crop() takes a
-        # negative count of tokens to drop; a cache covering the whole prompt would duplicate it.)
-        cache.crop(len(input_ids) - 1 - cache.get_seq_length())
+        logprob, greedy = answer_stats(torch.cat(parts, dim=0), answer_ids)
+        generated = greedy_continuation(model, prompt, cache, max_new_tokens, eos_token_id)
+    return AnswerScore(answer_logprob=logprob, greedy_exact=greedy, generated_ids=generated)
+
+
+def greedy_continuation(
+    model: Any, prompt: Any, cache: Any, max_new_tokens: int, eos_token_id: Any
+) -> list[int]:
+    """Greedy decoding after a prompt whose tokens (and possibly more) are already in ``cache``.
+
+    The cache is cut to all but the last prompt token, which generate() feeds itself. (crop() takes a
+    negative count of tokens to drop; a cache covering the whole prompt would duplicate it.)
+    """
+    import torch
+
+    cache.crop(prompt.shape[1] - 1 - cache.get_seq_length())
+    with torch.inference_mode():
         output = model.generate(
             input_ids=prompt,
             attention_mask=torch.ones_like(prompt),
@@ -80,5 +93,4 @@ def score_and_generate(
             eos_token_id=eos_token_id,
             pad_token_id=eos_token_id if isinstance(eos_token_id, int) else None,
         )
-    generated = output[0, len(input_ids) :].tolist()
-    return AnswerScore(answer_logprob=logprob, greedy_exact=greedy, generated_ids=generated)
+    return list(output[0, prompt.shape[1] :].tolist())

@@ -42,10 +42,12 @@ def resolve_dtype(choice: str, device: Any) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[choice]
 
 
-def attention_implementation(device: Any, dtype: Any) -> str:
+def attention_implementation(device: Any, dtype: Any, config: Any = None) -> str:
     """flash-attention-2 on CUDA in bf16/fp16 when installed (never imported on CPU machines), else SDPA.
 
-    flash-attention-2 has no float32 kernel, so --dtype float32 on CUDA runs SDPA.
+    flash-attention-2 has no float32 kernel, so --dtype float32 on CUDA runs SDPA. On CPU, a model of
+    plain causal layers (``config`` given) gets ``diffbench_sdpa``: SDPA's kernel without the explicit
+    mask that makes chunks against a KV cache twice as slow there (see engine/chunked_attention.py).
     """
     import torch
 
@@ -54,6 +56,11 @@ def attention_implementation(device: Any, dtype: Any) -> str:
 
         if is_flash_attn_2_available():
             return "flash_attention_2"
+    if device.type == "cpu" and config is not None:
+        from diffbench.engine.chunked_attention import register_chunked_attention, supports_chunked_attention
+
+        if supports_chunked_attention(config):
+            return register_chunked_attention()
     return "sdpa"
 
 

@@ -1,7 +1,9 @@
 """Single-needle needle-in-a-haystack samples over a depth × length grid.
 
-Every sample of a cell reads its own haystack stream (seeded by the sample index), shared by all
-depths and lengths so that depth and length are the only things that vary along the grid. The
+All samples read one haystack stream from its start, as RULER and the original NIAH do: depth,
+length and the needle are the only things that vary along the grid, and every prompt's text before
+its needle is a prefix of one trunk, which the engine prefills once. ``haystack_per_sample`` gives
+each sample index its own stream instead (more haystack variety, one trunk per index). The
 needle's key and value are drawn per sample from the run seed. Same spec + same tokenizer gives
 byte-identical samples.
 """
@@ -73,7 +75,8 @@ def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> 
     chat = use_chat_template(tokenizer, spec.chat_template)
     samples: list[Sample] = []
     for index in range(spec.samples_per_cell):
-        haystack = TokenizedHaystack(encoder, source.units(index))
+        if index == 0 or spec.haystack_per_sample:
+            haystack = TokenizedHaystack(encoder, source.units(index))
         for length in spec.lengths:
             for depth in spec.depths:
                 sample_id = f"niah/{length}/{depth:g}/{index}"

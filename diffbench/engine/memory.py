@@ -1,0 +1,106 @@
+"""Memory budget: how many tokens one prefill chunk may hold, from the model and --max-memory.
+
+Peak memory of a run is weights + one KV cache as long as the longest prompt + one chunk's
+activations. The first two are fixed by the model and the grid; the chunk size is the only lever, so
+``--max-memory`` sets it. Without a budget the chunk is DEFAULT_CHUNK_TOKENS, the smallest size that
+ran at full speed on a 2-core CPU (benchmarks/README.md): smaller chunks only add per-call overhead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from diffbench.errors import UsageError
+
+DEFAULT_CHUNK_TOKENS = 4096
+MIN_CHUNK_TOKENS = 64
+# Activation tensors alive at once in a decoder layer, in units of hidden / intermediate width per
+# token (residual, norms, q/k/v, attention output and its float32 merge, MLP gate/up/product), with
+# a margin for allocator slack. Checked against measured peaks in tests/test_engine_memory.py.
+_HIDDEN_WIDTHS = 16
+_INTERMEDIATE_WIDTHS = 4
+_SLACK = 1.5
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_memory(text: str) -> int:
+    """'24GB', '1.5g', '512MiB', '800m' → bytes (binary units: a GB here is 2**30 bytes)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise UsageError(f"--max-memory {text!r} is not a memory size: use e.g. 8GB, 1.5g or 512MiB")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def format_bytes(count: float) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+
+
+def weight_bytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes the KV cache gains per token: every k_proj and v_proj output, in the model's dtype."""
+    element = next(model.parameters()).element_size()
+    widths = [m.out_features for name, m in model.named_modules() if name.endswith(("k_proj", "v_proj"))]
+    if widths:
+        return sum(widths) * element
+    config = model.config.get_text_config(decoder=True)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * int(config.num_hidden_layers) * kv_heads * head_dim * element
+
+
+def activation_bytes_per_token(model: Any) -> int:
+    """Bytes one chunk token costs while a layer runs (layers run one at a time)."""
+    config = model.config.get_text_config(decoder=True)
+    element = next(model.parameters()).element_size()
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    widths = _HIDDEN_WIDTHS * config.hidden_size + _INTERMEDIATE_WIDTHS * intermediate
+    return int(widths * max(element, 4) * _SLACK)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The chunk size chosen and what the fixed parts of the budget cost, for the manifest."""
+
+    chunk_tokens: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    chunk_activation_bytes: int
+    budget_bytes: int | None
+
+    def as_manifest(self) -> dict[str, object]:
+        return {
+            "chunk_tokens": self.chunk_tokens,
+            "weights_mb": round(self.weights_bytes / 2**20, 1),
+            "kv_cache_mb": round(self.kv_cache_bytes / 2**20, 1),
+            "chunk_activation_mb": round(self.chunk_activation_bytes / 2**20, 1),
+            "max_memory_mb": None if self.budget_bytes is None else round(self.budget_bytes / 2**20, 1),
+        }
+
+
+def plan_memory(
+    model: Any, cache_tokens: int, budget: int | None, chunk_tokens: int | None = None
+) -> MemoryPlan:
+    """Pick the chunk size: ``chunk_tokens`` if given, else the default capped by what the budget leaves."""
+    weights = weight_bytes(model)
+    kv_cache = kv_bytes_per_token(model) * cache_tokens
+    per_token = activation_bytes_per_token(model)
+    chunk = chunk_tokens or DEFAULT_CHUNK_TOKENS
+    if budget is not None and chunk_tokens is None:
+        room = budget - weights - kv_cache
+        fitting = room // per_token if room > 0 else 0
+        if fitting < MIN_CHUNK_TOKENS:
+            need = weights + kv_cache + MIN_CHUNK_TOKENS * per_token
+            raise UsageError(
+                f"--max-memory {format_bytes(budget)} is too small: weights take {format_bytes(weights)} and "
+                f"a KV cache of {cache_tokens} tokens {format_bytes(kv_cache)}; raise it to at least "
+                f"{format_bytes(need)} or run shorter --lengths"
+            )
+        chunk = min(chunk, int(fitting) // MIN_CHUNK_TOKENS * MIN_CHUNK_TOKENS)
+    chunk = min(chunk, max(cache_tokens, 1))
+    return MemoryPlan(chunk, weights, kv_cache, chunk * per_token, budget)
