@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from diffbench.errors import RunDirectoryError, UsageError
-from diffbench.specs import ModelEntry, NiahSpec, Record, RunManifest, spec_difference
-from diffbench.store import MANIFEST, RECORDS, iter_record_lines, read_manifest
+from diffbench.errors import UsageError
+from diffbench.specs import ModelEntry, NiahSpec, RunManifest, spec_difference
+from diffbench.store import MANIFEST, RECORDS, read_manifest, read_records
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,18 +53,8 @@ def load_run(directory: Path) -> Run:
     if not directory.is_dir():
         raise UsageError(f"{str(directory)!r} is not a directory; pass a run directory written by diffbench")
     manifest = read_manifest(directory)
-    path = directory / RECORDS
     records: dict[tuple[str, str], dict[str, Any]] = {}
-    for number, line in enumerate(iter_record_lines(path), start=1):
-        try:
-            record = Record.model_validate(line)
-        except ValidationError as error:
-            detail = error.errors()[0]
-            where = ".".join(str(part) for part in detail["loc"])
-            raise RunDirectoryError(
-                f"{str(path)!r} record {number} is malformed ({where}: {detail['msg']}); "
-                "remove that line and rerun the task to redo its sample"
-            ) from None
+    for record in read_records(directory / RECORDS):
         # A rerun that recorded a sample twice keeps its latest result.
         records[(record.model, record.sample_id)] = record.model_dump(mode="json")
     return Run(directory=directory, manifest=manifest, records=list(records.values()))
