@@ -109,7 +109,7 @@ def parse_depths(text: str) -> list[float]:
             raise UsageError(f"invalid depth {item!r} in {text!r}: {_DEPTH_HELP}") from None
         if not 0.0 <= value <= 100.0:
             raise UsageError(f"invalid depth {value:g} in {text!r}: depths are percentages from 0 to 100")
-        depths.append(value)
+        depths.append(value + 0.0)  # '-0' is depth 0, not -0.0 (which would name samples 'niah/…/-0/…')
     return sorted(set(depths))
 
 
