@@ -189,6 +189,10 @@ def niah(
         str | None,
         typer.Option(help="Budget for weights + KV cache + activations, e.g. 8GB; sets the chunk size."),
     ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Equal-length prompts per batch (default: 1 on CPU, what fits on CUDA)."),
+    ] = None,
     chunk_tokens: Annotated[
         int | None,
         typer.Option(min=1, help="Tokens per prefill chunk (default 4096, or what --max-memory allows)."),
@@ -229,6 +233,7 @@ def niah(
             prefix_sharing=prefix_sharing,
             max_memory_bytes=None if max_memory is None else parse_memory(max_memory),
             chunk_tokens=chunk_tokens,
+            batch_size=batch_size,
         )
         execute_niah(spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, json_output, options)
 

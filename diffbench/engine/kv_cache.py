@@ -52,6 +52,31 @@ class ReservedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
+    def fan_out(self, trunk: ReservedLayer, batch: int) -> None:
+        """Become ``batch`` copies of ``trunk``'s cached tokens, so equal-length branches run as one batch."""
+        import torch
+
+        if self.is_initialized and self.key_buffer.shape[0] != batch:
+            self.is_initialized = False  # reallocated below or by the next update, at the new batch size
+        self.length = 0
+        if trunk.is_initialized and trunk.length:
+            key, value = trunk.key_buffer, trunk.value_buffer
+            if not self.is_initialized:
+                self.dtype, self.device = key.dtype, key.device
+                self.key_buffer = torch.empty((batch, *key.shape[1:]), dtype=key.dtype, device=key.device)
+                self.value_buffer = torch.empty(
+                    (batch, *value.shape[1:]), dtype=value.dtype, device=key.device
+                )
+                self.is_initialized = True
+            self.key_buffer[:, :, : trunk.length] = key[:, :, : trunk.length]
+            self.value_buffer[:, :, : trunk.length] = value[:, :, : trunk.length]
+            self.length = trunk.length
+        if self.is_initialized:
+            self.keys, self.values = (
+                self.key_buffer[:, :, : self.length],
+                self.value_buffer[:, :, : self.length],
+            )
+
     def crop(self, tokens_to_remove: int) -> None:
         """Drop -tokens_to_remove tokens (transformers 5 passes negative counts); positive: keep that many."""
         self.keep(self.length + tokens_to_remove if tokens_to_remove <= 0 else tokens_to_remove)
@@ -81,6 +106,11 @@ class ReservedCache(Cache):
         """Keep the first ``length`` cached tokens of every layer."""
         for layer in self.reserved:
             layer.keep(length)
+
+    def fan_out(self, trunk: ReservedCache, batch: int) -> None:
+        """Hold ``batch`` copies of ``trunk``'s cached tokens (buffers reused by the next batch)."""
+        for mine, theirs in zip(self.reserved, trunk.reserved, strict=True):
+            mine.fan_out(theirs, batch)
 
 
 def reserved_cache_for(model: Any, capacity: int) -> ReservedCache:

@@ -21,7 +21,7 @@ MIN_CHUNK_TOKENS = 64
 # a margin for allocator slack. Checked against measured peaks in tests/test_engine_memory.py.
 _HIDDEN_WIDTHS = 16
 _INTERMEDIATE_WIDTHS = 4
-_SLACK = 1.5
+_SLACK = 2.0
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
@@ -72,10 +72,12 @@ class MemoryPlan:
     kv_cache_bytes: int
     chunk_activation_bytes: int
     budget_bytes: int | None
+    batch_size: int = 1
 
     def as_manifest(self) -> dict[str, object]:
         return {
             "chunk_tokens": self.chunk_tokens,
+            "batch_size": self.batch_size,
             "weights_mb": round(self.weights_bytes / 2**20, 1),
             "kv_cache_mb": round(self.kv_cache_bytes / 2**20, 1),
             "chunk_activation_mb": round(self.chunk_activation_bytes / 2**20, 1),
@@ -104,3 +106,24 @@ def plan_memory(
         chunk = min(chunk, int(fitting) // MIN_CHUNK_TOKENS * MIN_CHUNK_TOKENS)
     chunk = min(chunk, max(cache_tokens, 1))
     return MemoryPlan(chunk, weights, kv_cache, chunk * per_token, budget)
+
+
+MAX_AUTO_BATCH = 8
+
+
+def auto_batch_size(device: Any, plan: MemoryPlan) -> int:
+    """Rows per batch: 1 on CPU (one sequence fills its cores); on CUDA as many as memory holds, up to 8.
+
+    Each row beyond the first costs one more KV cache and one more chunk of activations. The room is
+    the --max-memory budget when given, else 80% of the device's free memory after loading weights.
+    """
+    if device.type != "cuda":
+        return 1
+    import torch
+
+    per_row = plan.kv_cache_bytes + plan.chunk_activation_bytes
+    if plan.budget_bytes is not None:
+        room = plan.budget_bytes - plan.weights_bytes - per_row
+    else:
+        room = int(0.8 * torch.cuda.mem_get_info(device)[0]) - per_row
+    return int(max(1, min(MAX_AUTO_BATCH, 1 + room // max(per_row, 1))))

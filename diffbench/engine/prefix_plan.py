@@ -32,15 +32,15 @@ class Trunk:
 
 
 def plan_trunks(prompts: list[list[int]], fork_hints: list[int], share: bool = True) -> list[Trunk]:
-    """Group prompts into trunks; without sharing every prompt is its own trunk with fork 0.
+    """Group prompts into trunks; without sharing every prompt forks at 0 from one empty trunk.
 
     ``fork_hints[i]`` is where prompt i stops matching the common text (the needle's first token for
     NIAH). A fork is capped below the prompt's length: the last prompt token must run in the branch,
     since it produces the first answer logit.
     """
     forks = [max(0, min(hint, len(prompt) - 1)) for prompt, hint in zip(prompts, fork_hints, strict=True)]
-    if not share:
-        return [Trunk(tokens=[], branches=[Branch(position, 0)]) for position in range(len(prompts))]
+    if not share:  # one empty trunk: every prompt runs from an empty cache
+        return [Trunk(tokens=[], branches=[Branch(position, 0) for position in range(len(prompts))])]
     trunk_tokens: list[list[int]] = []
     members: list[list[Branch]] = []
     for position in sorted(range(len(prompts)), key=lambda i: (-forks[i], i)):
@@ -57,9 +57,3 @@ def plan_trunks(prompts: list[list[int]], fork_hints: list[int], share: bool = T
         for tokens, branches in zip(trunk_tokens, members, strict=True)
     ]
 
-
-def shared_token_count(trunks: list[Trunk], prompt_lengths: list[int]) -> tuple[int, int]:
-    """(tokens the plan feeds to the model, tokens independent prefills would feed), for reporting."""
-    fed = sum(max((b.fork for b in t.branches), default=0) for t in trunks)
-    fed += sum(prompt_lengths[b.position] - b.fork for t in trunks for b in t.branches)
-    return fed, sum(prompt_lengths)

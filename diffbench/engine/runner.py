@@ -7,6 +7,7 @@ All models run the same logical samples; each tokenizer gets its own token-exact
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
 import re
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffbench.engine.memory import MemoryPlan, plan_memory
+from diffbench.engine.memory import MemoryPlan, auto_batch_size, plan_memory
 from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.haystack.sources import load_source
@@ -38,6 +39,7 @@ class EngineOptions:
     prefix_sharing: bool = True
     max_memory_bytes: int | None = None
     chunk_tokens: int | None = None
+    batch_size: int | None = None  # None: auto_batch_size (1 on CPU)
 
     def as_manifest(self) -> dict[str, object]:
         return {"prefix_sharing": self.prefix_sharing, "chunk_tokens_requested": self.chunk_tokens}
@@ -127,7 +129,10 @@ def score_samples(
     extra = spec.answer_budget if spec.generate else 0
     capacity = max(len(s.input_ids) + max(len(s.answer_ids), extra) for s in samples)
     memory = plan_memory(loaded.model, capacity, options.max_memory_bytes, options.chunk_tokens)
-    engine = SharedPrefixEngine(loaded.model, memory.chunk_tokens, share=options.prefix_sharing)
+    device = next(loaded.model.parameters()).device
+    batch = options.batch_size or auto_batch_size(device, memory)
+    memory = dataclasses.replace(memory, batch_size=batch)
+    engine = SharedPrefixEngine(loaded.model, memory.chunk_tokens, options.prefix_sharing, batch)
     jobs = [PromptJob(s.input_ids, s.answer_ids, s.needle_span[0]) for s in samples]
 
     def results() -> Iterator[tuple[Sample, AnswerScore, float]]:
