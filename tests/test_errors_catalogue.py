@@ -100,7 +100,7 @@ def write(name: str, text: str) -> Prepare:
     return prepare
 
 
-def copy_dir(source: str, name: str, change: Callable[[Path], None] | None = None) -> Prepare:
+def copy_dir(source: str, name: str, change: Callable[[Path], object] | None = None) -> Prepare:
     """Copy a World directory (or a model) to {tmp}/name, then let ``change`` damage the copy."""
 
     def prepare(world: World, tmp: Path, patch: pytest.MonkeyPatch, stack: contextlib.ExitStack) -> None:
@@ -179,6 +179,16 @@ def other_seed(directory: Path) -> None:
     """The same run under another seed: another sample set (the fingerprint changes with it)."""
     manifest = json.loads((directory / "manifest.json").read_text())
     edit_json("manifest.json", spec={**manifest["spec"], "seed": 1}, spec_fingerprint="0" * 16)(directory)
+
+
+def another_run_with_another_seed(directory: Path) -> None:
+    second_run(directory)
+    other_seed(directory)
+
+
+def remove_tokenizer_files(directory: Path) -> None:
+    for path in directory.glob("tokenizer*"):
+        path.unlink()
 
 
 def rename_samples(directory: Path) -> None:
@@ -462,7 +472,7 @@ CASES = [
         "E-MODEL-NO-TOKENIZER",
         niah(model="{tmp}/m"),
         "cannot load the tokenizer of model",
-        prepare=copy_dir("llama", "m", lambda d: [p.unlink() for p in d.glob("tokenizer*")]),
+        prepare=copy_dir("llama", "m", remove_tokenizer_files),
     ),
     Case("E-MODEL-NO-WINDOW", niah(model="{mamba}"), "cannot tell the context window"),
     Case("E-MODEL-OVER-WINDOW", niah("--lengths", "8k"), "exceeds the context window of model"),
@@ -685,7 +695,7 @@ CASES = [
         "E-REPORT-SAMPLE-SETS-DIFFER",
         ["report", "{run}", "{tmp}/run"],
         "have different sample sets (their task specs differ in",
-        prepare=copy_dir("run", "run", lambda d: (second_run(d), other_seed(d))),
+        prepare=copy_dir("run", "run", another_run_with_another_seed),
     ),
     Case(
         "E-REPORT-NO-RECORDS",
