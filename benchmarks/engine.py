@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,12 @@ TINY = {
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This worker's own peak RSS (VmHWM; ru_maxrss would include the parent's size at fork)."""
+    import torch
+
+    from diffbench.engine.runner import peak_memory_mb
+
+    return peak_memory_mb(torch.device("cpu"))
 
 
 def current_rss_mb() -> float:

@@ -189,6 +189,12 @@ def niah(
         str | None,
         typer.Option(help="Budget for weights + KV cache + activations, e.g. 8GB; sets the chunk size."),
     ] = None,
+    device_map: Annotated[
+        str | None,
+        typer.Option(
+            help="'auto': spread each model over all visible GPUs with accelerate (too big for one)."
+        ),
+    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(min=1, help="Equal-length prompts per batch (default: 1 on CPU, what fits on CUDA)."),
@@ -227,6 +233,8 @@ def niah(
             rope_scaling=rope_scaling,  # type: ignore[arg-type]
             haystack_per_sample=haystack_per_sample,
         )
+        if device_map not in (None, "auto"):
+            raise UsageError(f"unknown --device-map {device_map!r}: the one placement offered is 'auto'")
         if max_memory is not None and chunk_tokens is not None:
             raise UsageError("--max-memory and --chunk-tokens both set the chunk size: pass only one")
         options = EngineOptions(
@@ -234,6 +242,7 @@ def niah(
             max_memory_bytes=None if max_memory is None else parse_memory(max_memory),
             chunk_tokens=chunk_tokens,
             batch_size=batch_size,
+            device_map=device_map,
         )
         execute_niah(spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, json_output, options)
 
@@ -249,12 +258,16 @@ def execute_niah(
     options: EngineOptions,
 ) -> None:
     """Run with a progress bar on stderr, then write and show the reports."""
+    from diffbench.engine.distributed import launched_rank
     from diffbench.engine.runner import run_niah
     from diffbench.progress import sample_progress
     from diffbench.report.run_report import write_run_report
     from diffbench.report.summary import grid
     from diffbench.report.tables import grid_table
 
+    if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
+        run_niah(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
+        return
     with sample_progress(stderr) as on_event:
         outcome = run_niah(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
     report = write_run_report(outcome.directory)

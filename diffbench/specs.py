@@ -133,6 +133,7 @@ class ModelEntry(BaseModel):
     attn_implementation: str
     tokenizer_fingerprint: str
     rope_scaling: dict[str, object] | None = None
+    device_map: dict[str, str] | None = None
 
 
 class RunManifest(BaseModel):

@@ -27,6 +27,7 @@ MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
+SHARDS = "shards"
 
 
 def now_iso() -> str:
@@ -147,11 +148,72 @@ def read_records(path: Path) -> list[Record]:
     return [validate_record(payload, path, n) for n, payload in enumerate(iter_record_lines(path), start=1)]
 
 
-class RunStore:
-    """One run directory, opened for writing by a single process."""
+def append_durably(path: Path, line: str) -> None:
+    """Append one line and fsync it before returning: a finished record survives a kill or power loss."""
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise DiffbenchError(
+            f"cannot append to {str(path)!r}: {error.strerror or error}; "
+            "finished records are kept, rerun the same command to resume"
+        ) from None
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str]:
+    return str(record.get("model")), str(record.get("sample_id"))
+
+
+class RunFiles:
+    """What every process of a run may do with its directory: read records and samples, write a shard."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records so far, validated: a resumed run never builds on a corrupt or foreign record."""
+        return [record.model_dump(mode="json") for record in read_records(self.directory / RECORDS)]
+
+    def completed(self, model: str) -> set[str]:
+        return {r["sample_id"] for r in self.records() if r.get("model") == model}
+
+    def shard_path(self, rank: int) -> Path:
+        return self.directory / SHARDS / f"rank-{rank}.jsonl"
+
+    def append_to_shard(self, rank: int, record: Record) -> None:
+        """A distributed rank's durable append, to its own file: ranks never write one file together."""
+        path = self.shard_path(rank)
+        path.parent.mkdir(exist_ok=True)
+        append_durably(path, record.model_dump_json() + "\n")
+
+    def samples_path(self, tokenizer_fingerprint: str) -> Path:
+        return self.directory / "samples" / f"{tokenizer_fingerprint}.jsonl"
+
+    def load_samples(self, tokenizer_fingerprint: str) -> list[Sample] | None:
+        path = self.samples_path(tokenizer_fingerprint)
+        if not path.exists():
+            return None
+        hint = "delete the file and rerun: the samples are generated again, identically, from the spec"
+        samples = []
+        for number, payload in enumerate(iter_record_lines(path, hint), start=1):
+            try:
+                samples.append(Sample.model_validate(payload))
+            except ValidationError as error:
+                detail = error.errors()[0]
+                where = ".".join(str(part) for part in detail["loc"])
+                raise RunDirectoryError(
+                    f"{str(path)!r} sample {number} is malformed ({where}: {detail['msg']}); {hint}"
+                ) from None
+        return samples
+
+
+class RunStore(RunFiles):
+    """One run directory, opened for writing by a single process (rank 0 of a distributed run)."""
 
     def __init__(self, directory: Path, manifest: RunManifest, lock_handle: Any) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.manifest = manifest
         self._lock_handle = lock_handle
 
@@ -193,6 +255,7 @@ class RunStore:
             )
         store = cls(directory, manifest, lock_handle)
         store._repair_records()
+        store.merge_shards()
         store.save_manifest()
         return store
 
@@ -219,46 +282,32 @@ class RunStore:
         self.manifest.engine = {**self.manifest.engine, model: settings}
         self.save_manifest()
 
-    def records(self) -> list[dict[str, Any]]:
-        """The records so far, validated: a resumed run never builds on a corrupt or foreign record."""
-        return [record.model_dump(mode="json") for record in read_records(self.directory / RECORDS)]
-
-    def completed(self, model: str) -> set[str]:
-        return {r["sample_id"] for r in self.records() if r.get("model") == model}
-
     def append(self, record: Record) -> None:
         """Append one record durably (flush + fsync) before the next sample starts."""
-        line = record.model_dump_json() + "\n"
-        try:
-            with (self.directory / RECORDS).open("a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as error:
-            raise DiffbenchError(
-                f"cannot append to {str(self.directory / RECORDS)!r}: {error.strerror or error}; "
-                "finished records are kept, rerun the same command to resume"
-            ) from None
+        append_durably(self.directory / RECORDS, record.model_dump_json() + "\n")
 
-    def samples_path(self, tokenizer_fingerprint: str) -> Path:
-        return self.directory / "samples" / f"{tokenizer_fingerprint}.jsonl"
+    def merge_shards(self) -> int:
+        """Move the records of distributed ranks' shard files into records.jsonl, each once.
 
-    def load_samples(self, tokenizer_fingerprint: str) -> list[Sample] | None:
-        path = self.samples_path(tokenizer_fingerprint)
-        if not path.exists():
-            return None
-        hint = "delete the file and rerun: the samples are generated again, identically, from the spec"
-        samples = []
-        for number, payload in enumerate(iter_record_lines(path, hint), start=1):
-            try:
-                samples.append(Sample.model_validate(payload))
-            except ValidationError as error:
-                detail = error.errors()[0]
-                where = ".".join(str(part) for part in detail["loc"])
-                raise RunDirectoryError(
-                    f"{str(path)!r} sample {number} is malformed ({where}: {detail['msg']}); {hint}"
-                ) from None
-        return samples
+        Runs at the end of a distributed run and when any run opens the directory, so the records of
+        a rank that died are kept. A shard is deleted only after its records are fsynced here; a kill
+        in between leaves records that the next merge recognises as already present.
+        """
+        shards = sorted((self.directory / SHARDS).glob("rank-*.jsonl"))
+        if not shards:
+            return 0
+        present = {record_key(r) for r in self.records()}
+        merged = 0
+        for shard in shards:
+            for number, payload in enumerate(iter_record_lines(shard), start=1):
+                record = validate_record(payload, shard, number)
+                key = (record.model, record.sample_id)
+                if key not in present:
+                    self.append(record)
+                    present.add(key)
+                    merged += 1
+            shard.unlink()
+        return merged
 
     def save_samples(self, tokenizer_fingerprint: str, samples: Iterable[Sample]) -> None:
         path = self.samples_path(tokenizer_fingerprint)

@@ -77,7 +77,8 @@ length = int(sys.argv[1])
 plan = plan_memory(model, length, None, int(sys.argv[2]))
 prompt = torch.randint(0, 1000, (length,), generator=torch.Generator().manual_seed(0)).tolist()
 list(SharedPrefixEngine(model, plan.chunk_tokens).run([PromptJob(prompt[:-4], prompt[-4:], 0)]))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from diffbench.engine.runner import peak_memory_mb
+peak = int(peak_memory_mb(torch.device("cpu")) * 2**20)
 print(peak - before, plan.kv_cache_bytes + plan.chunk_activation_bytes)
 """
 

@@ -56,4 +56,3 @@ def plan_trunks(prompts: list[list[int]], fork_hints: list[int], share: bool = T
         Trunk(tokens=tokens, branches=sorted(branches, key=lambda b: (b.fork, b.position)))
         for tokens, branches in zip(trunk_tokens, members, strict=True)
     ]
-

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffbench.engine.distributed import Ranks, join_ranks, rank_device
 from diffbench.engine.memory import MemoryPlan, auto_batch_size, plan_memory
 from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import AnswerScore
@@ -26,7 +27,7 @@ from diffbench.models.device import attention_implementation, dtype_name, resolv
 from diffbench.models.load import LoadedModel, PreparedModel, load_weights, prepare_model, resolve_model_ref
 from diffbench.scoring import ruler_all, ruler_part
 from diffbench.specs import NiahSpec, Record, Sample
-from diffbench.store import RunStore, find_resumable
+from diffbench.store import RunFiles, RunStore, find_resumable
 from diffbench.tasks.niah import generate_samples
 
 ProgressHook = Callable[[str, int], None]
@@ -40,6 +41,7 @@ class EngineOptions:
     max_memory_bytes: int | None = None
     chunk_tokens: int | None = None
     batch_size: int | None = None  # None: auto_batch_size (1 on CPU)
+    device_map: str | None = None  # "auto": accelerate spreads a model over the visible GPUs
 
     def as_manifest(self) -> dict[str, object]:
         return {"prefix_sharing": self.prefix_sharing, "chunk_tokens_requested": self.chunk_tokens}
@@ -50,6 +52,7 @@ class RunOutcome:
     directory: Path
     resumed_records: int
     new_records: int
+    main: bool = True  # False on torchrun ranks other than 0, which leave reports to rank 0
 
 
 def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path:
@@ -59,11 +62,22 @@ def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path
 
 
 def peak_memory_mb(device: Any) -> float:
-    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB."""
+    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB.
+
+    On Linux the peak is VmHWM: ru_maxrss survives exec, so a process started by a large parent
+    (pytest, an IDE) would report the parent's size instead of its own.
+    """
     if device.type == "cuda":
         import torch
 
         return float(torch.cuda.max_memory_allocated(device)) / 2**20
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -176,7 +190,7 @@ def run_niah(
         ref if ref.name == name else type(ref)(ref.text, name, ref.kind, ref.location)
         for ref, name in zip(refs, names, strict=True)
     ]
-    device = resolve_device(device_choice)
+    device = resolve_device(rank_device(device_choice))
     dtype = resolve_dtype(dtype_choice, device)
     options = options or EngineOptions()
 
@@ -185,43 +199,105 @@ def run_niah(
     on_event("status", f"preparing {len(refs)} model(s)")
     prepared = [prepare_model(ref, spec.rope_scaling, max(spec.lengths)) for ref in refs]
 
-    directory = out or find_resumable(results_root, spec, model_texts)
-    directory = directory or default_run_directory(results_root, spec.task, names)
+    ranks = join_ranks(device)
+    try:
+        return _run_ranked(
+            spec,
+            prepared,
+            model_texts,
+            out,
+            results_root,
+            command,
+            on_event,
+            options,
+            ranks,
+            device,
+            dtype,
+            source,
+        )
+    finally:
+        ranks.leave()
+
+
+def _run_ranked(
+    spec: NiahSpec,
+    prepared: list[PreparedModel],
+    model_texts: list[str],
+    out: Path | None,
+    results_root: Path,
+    command: list[str],
+    on_event: Callable[[str, Any], None],
+    options: EngineOptions,
+    ranks: Ranks,
+    device: Any,
+    dtype: Any,
+    source: Any,
+) -> RunOutcome:
+    """The run on one rank: rank 0 owns the directory; every rank scores its share of what is left."""
+    directory = None
+    if ranks.main:
+        directory = out or find_resumable(results_root, spec, model_texts)
+        directory = directory or default_run_directory(
+            results_root, spec.task, [p.ref.name for p in prepared]
+        )
+    directory = ranks.from_main(directory)
+    assert directory is not None  # rank 0 always chooses one
     run_id = directory.name
-    store = RunStore.open(directory, spec, run_id, model_texts, command)
+    store = RunStore.open(directory, spec, run_id, model_texts, command) if ranks.main else None
+    files = store or RunFiles(directory)
     started = time.perf_counter()
     resumed = new = 0
     status = "failed"
     try:
+        if store is not None:
+            for item in prepared:
+                on_event("status", f"building samples for {item.ref.name}")
+                samples_for(store, spec, item, source)
+        ranks.barrier()  # the samples are on disk for every rank
         work: list[tuple[PreparedModel, list[Sample]]] = []
         for item in prepared:
-            on_event("status", f"building samples for {item.ref.name}")
-            samples = samples_for(store, spec, item, source)
-            done = store.completed(item.ref.name)
+            samples = files.load_samples(item.tokenizer_fingerprint) or []
+            done = files.completed(item.ref.name)
             resumed += sum(s.sample_id in done for s in samples)
-            work.append((item, [s for s in samples if s.sample_id not in done]))
+            work.append((item, ranks.shard([s for s in samples if s.sample_id not in done])))
         on_event("plan", sum(len(pending) for _, pending in work))
         for item, pending in work:
             if not pending:
                 continue
             on_event("status", f"loading {item.ref.name}")
-            loaded = load_weights(item, device, dtype, attention_implementation(device, dtype, item.config))
-            store.register_model(loaded.entry)
+            loaded = load_weights(
+                item, device, dtype, attention_implementation(device, dtype, item.config), options.device_map
+            )
             memory, results = score_samples(loaded, pending, spec, options)
-            store.record_engine(loaded.entry.name, {**options.as_manifest(), **memory.as_manifest()})
+            if store is not None:
+                store.register_model(loaded.entry)
+                store.record_engine(loaded.entry.name, {**options.as_manifest(), **memory.as_manifest()})
             on_event("model", f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})")
             for sample, scored, seconds in results:
                 record = record_for(loaded, sample, spec, run_id, scored, seconds)
-                store.append(record)
+                if ranks.world == 1 and store is not None:
+                    store.append(record)
+                else:
+                    files.append_to_shard(ranks.rank, record)
                 new += 1
                 on_event("done", record)
             del loaded
             gc.collect()
+        peaks = ranks.gather(peak_memory_mb(device))
+        new = sum(ranks.gather(new))
+        ranks.barrier()  # every shard is complete
+        if store is not None:
+            store.merge_shards()
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
-        store.finish(status, time.perf_counter() - started, peak_memory_mb(device))
-        store.close()
-    return RunOutcome(directory=directory, resumed_records=resumed, new_records=new)
+        if store is not None:
+            store.finish(
+                status,
+                time.perf_counter() - started,
+                max(peaks) if status == "complete" else peak_memory_mb(device),
+            )
+            store.close()
+    return RunOutcome(directory=directory, resumed_records=resumed, new_records=new, main=ranks.main)

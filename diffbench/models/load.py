@@ -323,8 +323,21 @@ def prepare_model(ref: ModelRef, rope_scaling: str, max_length: int) -> Prepared
     return PreparedModel(ref, location, config, tokenizer, scaling)
 
 
-def load_weights(prepared: PreparedModel, device: Any, dtype: Any, attn_implementation: str) -> LoadedModel:
-    """Load the weights on ``device`` in ``dtype``, with the variant and window recorded."""
+def placement_of(model: Any) -> dict[str, str]:
+    """Module → device, as accelerate placed it ('' → device when everything landed on one)."""
+    placed = {name: str(device) for name, device in (getattr(model, "hf_device_map", None) or {}).items()}
+    return placed or {"": str(next(model.parameters()).device)}
+
+
+def load_weights(
+    prepared: PreparedModel, device: Any, dtype: Any, attn_implementation: str, device_map: str | None = None
+) -> LoadedModel:
+    """Load the weights on ``device`` in ``dtype``, with the variant and window recorded.
+
+    ``device_map="auto"`` lets accelerate place a model too large for one GPU over all visible ones
+    (and CPU memory); inputs then go to the device of the embedding, and each layer's KV cache lives
+    on that layer's device.
+    """
     from transformers import AutoModelForCausalLM
 
     from diffbench.models.device import dtype_name
@@ -332,8 +345,13 @@ def load_weights(prepared: PreparedModel, device: Any, dtype: Any, attn_implemen
     ref = prepared.ref
     window = prepared.rope_scaling["original_max_position_embeddings"] if prepared.rope_scaling else None
     try:
+        placement = {"device_map": device_map} if device_map else {}
         model = AutoModelForCausalLM.from_pretrained(
-            prepared.location, config=prepared.config, dtype=dtype, attn_implementation=attn_implementation
+            prepared.location,
+            config=prepared.config,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            **placement,
         )
     except (OSError, ValueError) as error:
         if ref.kind == "hub":
@@ -344,7 +362,8 @@ def load_weights(prepared: PreparedModel, device: Any, dtype: Any, attn_implemen
         from diffbench.attention.dex import apply_dex_from_dir
 
         apply_dex_from_dir(model, prepared.location)  # the base loaded unchanged; DEX's parameters on top
-    model.to(device)
+    if not device_map:
+        model.to(device)
     model.eval()
     entry = ModelEntry(
         name=ref.name,
@@ -361,5 +380,6 @@ def load_weights(prepared: PreparedModel, device: Any, dtype: Any, attn_implemen
         attn_implementation=attn_implementation,
         tokenizer_fingerprint=prepared.tokenizer_fingerprint,
         rope_scaling=prepared.rope_scaling,
+        device_map=placement_of(model) if device_map else None,
     )
     return LoadedModel(model=model, tokenizer=prepared.tokenizer, entry=entry)

@@ -1,0 +1,94 @@
+"""Sharding a run over processes started by torchrun (gloo on CPU, nccl on CUDA).
+
+``torchrun --nproc-per-node N -m diffbench niah ...`` starts N copies of the command with RANK,
+WORLD_SIZE and LOCAL_RANK set (``--nnodes`` spreads them over machines). Rank 0 owns the run
+directory (lock, manifest, samples); every rank scores its share of the pending samples and appends
+each record, fsynced, to its own shard file; at the end rank 0 merges the shards into records.jsonl.
+A rank that dies leaves its shard on disk, and the next run merges it before deciding what is left.
+Without torchrun's variables there is one rank and none of this happens.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+Item = TypeVar("Item")
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the run's processes."""
+
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: list[Item]) -> list[Item]:
+        """Every world-th item from this rank's offset: balanced over lengths and depths."""
+        return items[self.rank :: self.world]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def from_main(self, value: Item) -> Item:
+        """Rank 0's ``value`` on every rank (e.g. the run directory, which only rank 0 may choose)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Item) -> list[Item]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
+    def leave(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def join_ranks(device: Any) -> Ranks:
+    """Join torchrun's process group when launched by it; one rank otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    import torch.distributed as dist
+
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size(), owns)
+
+
+def rank_device(choice: str) -> str:
+    """Under torchrun on CUDA each local rank takes its own GPU: 'auto'/'cuda' become cuda:LOCAL_RANK."""
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or choice not in ("auto", "cuda"):
+        return choice
+    import torch
+
+    return f"cuda:{local}" if torch.cuda.is_available() else choice

@@ -1,0 +1,123 @@
+"""Runs sharded over torchrun ranks (gloo on CPU) give the records of one process, and lose nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from diffbench.engine.distributed import Ranks
+from diffbench.store import RECORDS, SHARDS, iter_record_lines
+
+GRID = ["--lengths", "256,384", "--depths", "3", "--samples", "2", "--haystack", "noise"]
+TIMEOUT = 300
+
+
+def niah(
+    model: Path, out: Path, env: dict[str, str], ranks: int = 1, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "diffbench",
+        "niah",
+        "--model",
+        str(model),
+        *GRID,
+        "--out",
+        str(out),
+        *extra,
+    ]
+    if ranks > 1:
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={ranks}",
+        ]
+        command = [*launcher, "-m", "diffbench", *command[3:]]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False)
+
+
+def keyed(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    records = list(iter_record_lines(out / RECORDS))
+    keys = [(r["model"], r["sample_id"]) for r in records]
+    assert len(keys) == len(set(keys)), "a sample was recorded twice"
+    return dict(zip(keys, records, strict=True))
+
+
+def assert_same_results(actual: dict[Any, dict[str, Any]], expected: dict[Any, dict[str, Any]]) -> None:
+    assert actual.keys() == expected.keys()
+    for key, record in actual.items():
+        assert record["correct"] == expected[key]["correct"], key
+        assert record["answer_logprob"] == pytest.approx(expected[key]["answer_logprob"], abs=1e-4), key
+        assert record["prompt_sha256"] == expected[key]["prompt_sha256"], key
+
+
+def test_shards_are_balanced_and_disjoint() -> None:
+    items = list(range(11))
+    shards = [Ranks(rank, 3).shard(items) for rank in range(3)]
+    assert sorted(item for shard in shards for item in shard) == items
+    assert [len(s) for s in shards] == [4, 4, 3]
+
+
+@pytest.fixture(scope="module")
+def single_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, subprocess_env: dict[str, str]
+) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    done = niah(tiny_llama_dir, out, subprocess_env)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_two_gloo_ranks_give_the_records_of_one_process(
+    single_run: Path, tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    out = tmp_path / "run"
+    done = niah(tiny_llama_dir, out, subprocess_env, ranks=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(keyed(out), keyed(single_run))
+    assert not (out / SHARDS).exists() or not list((out / SHARDS).iterdir())  # merged, then removed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert done.stdout.count("results:") == 1  # rank 0 alone reports
+
+
+def test_a_dead_ranks_shard_is_kept_on_resume(
+    single_run: Path, tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """As if rank 1 died: its finished records sit in its shard (last line torn); the rerun keeps them."""
+    out = tmp_path / "run"
+    done = niah(tiny_llama_dir, out, subprocess_env)
+    assert done.returncode == 0, done.stderr
+    lines = (out / RECORDS).read_text().splitlines(keepends=True)
+    (out / RECORDS).write_text("".join(lines[:3]))
+    (out / SHARDS).mkdir()
+    (out / SHARDS / "rank-1.jsonl").write_text("".join(lines[3:6]) + lines[6][:40])
+    rerun = niah(tiny_llama_dir, out, subprocess_env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed: 6 finished records kept, {len(lines) - 6} new" in rerun.stderr.replace("\n", " ")
+    kept = keyed(out)
+    for line in lines[:6]:
+        record = json.loads(line)
+        assert kept[record["model"], record["sample_id"]] == record  # byte-for-byte the finished record
+    assert_same_results(kept, keyed(single_run))
+    assert not list((out / SHARDS).glob("*.jsonl"))
+
+
+def test_device_map_auto_places_the_model_with_accelerate(
+    single_run: Path, tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """On a CPU-only machine accelerate puts every layer on the CPU: same records, placement recorded."""
+    out = tmp_path / "run"
+    done = niah(tiny_llama_dir, out, subprocess_env, extra=("--device-map", "auto"))
+    assert done.returncode == 0, done.stderr
+    assert_same_results(keyed(out), keyed(single_run))
+    [entry] = json.loads((out / "manifest.json").read_text())["models"]
+    assert entry["device_map"] and set(entry["device_map"].values()) == {"cpu"}
