@@ -270,6 +270,9 @@ def worker(args: argparse.Namespace) -> None:
     # CPU seconds of the whole worker (start-up and loading included): less sensitive than wall time
     # to other processes sharing the cores.
     result["cpu_seconds"] = round(sum(os.times()[:2]), 1)
+    result["matmul_gflops"] = round(
+        matmul_gflops(args.dtype), 1
+    )  # again after the run: the best is the machine's
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
 
@@ -335,6 +338,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--merge", action="store_true", help="keep --out's results of the ways not rerun (same spec)"
+    )
     parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -359,6 +365,11 @@ def main() -> None:
         flush=True,
     )
     results: dict[str, dict[str, Any]] = {}
+    if args.merge and args.out is not None and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        if previous["spec"] != spec.model_dump(mode="json"):
+            sys.exit(f"--merge: {args.out} holds another spec")
+        results.update(previous["results"])
     common = [
         "--lengths",
         args.lengths,
@@ -393,6 +404,7 @@ def main() -> None:
         )
     from timing import machine_info, write_result
 
+    rate = max([rate, *(r.get("matmul_gflops", 0.0) for r in results.values())])
     summary = compare(results, flops, rate)
     print(json.dumps(summary, indent=2))
     write_result(
@@ -403,6 +415,7 @@ def main() -> None:
             "model_config": TINY if args.model == "tiny" else None,
             "spec": spec.model_dump(mode="json"),
             "machine": machine_info(),
+            "flops": flops,
             "summary": summary,
             "results": results,
         },
