@@ -103,6 +103,7 @@ def build_needle(
 ) -> Any:
     """The default magic-number needle, or a custom one (needle, question and answer go together)."""
     from diffbench.specs import NeedleSpec
+    from diffbench.taskfile import CUSTOM_NEEDLE_INSTRUCTION
 
     if needle is None:
         if question is not None or answer is not None:
@@ -119,7 +120,7 @@ def build_needle(
         question=question,
         answer=answer,
         answer_prefix=answer_prefix or "",
-        instruction="A long document follows. Read it carefully: you will be asked about it afterwards.",
+        instruction=CUSTOM_NEEDLE_INSTRUCTION,
     )
 
 
@@ -206,8 +207,6 @@ def niah(
 ) -> None:
     """Needle-in-a-haystack over a depth × length grid, token-exact in each model's tokenizer."""
     with user_errors():
-        from diffbench.engine.memory import parse_memory
-        from diffbench.engine.runner import EngineOptions
         from diffbench.lengths import parse_depths, parse_lengths
         from diffbench.specs import NiahSpec
 
@@ -233,18 +232,97 @@ def niah(
             rope_scaling=rope_scaling,  # type: ignore[arg-type]
             haystack_per_sample=haystack_per_sample,
         )
-        if device_map not in (None, "auto"):
-            raise UsageError(f"unknown --device-map {device_map!r}: the one placement offered is 'auto'")
-        if max_memory is not None and chunk_tokens is not None:
-            raise UsageError("--max-memory and --chunk-tokens both set the chunk size: pass only one")
-        options = EngineOptions(
-            prefix_sharing=prefix_sharing,
-            max_memory_bytes=None if max_memory is None else parse_memory(max_memory),
-            chunk_tokens=chunk_tokens,
-            batch_size=batch_size,
-            device_map=device_map,
-        )
+        options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
         execute_niah(spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, json_output, options)
+
+
+def engine_options(
+    prefix_sharing: bool,
+    max_memory: str | None,
+    chunk_tokens: int | None,
+    batch_size: int | None,
+    device_map: str | None,
+) -> EngineOptions:
+    """How samples run, from the engine options of `niah` and `run` (which may take them from a task file)."""
+    from diffbench.engine.memory import parse_memory
+    from diffbench.engine.runner import EngineOptions
+
+    if device_map not in (None, "auto"):
+        raise UsageError(f"unknown --device-map {device_map!r}: the one placement offered is 'auto'")
+    if max_memory is not None and chunk_tokens is not None:
+        raise UsageError("--max-memory and --chunk-tokens both set the chunk size: pass only one")
+    return EngineOptions(
+        prefix_sharing=prefix_sharing,
+        max_memory_bytes=None if max_memory is None else parse_memory(max_memory),
+        chunk_tokens=chunk_tokens,
+        batch_size=batch_size,
+        device_map=device_map,
+    )
+
+
+@app.command()
+def run(
+    task_file: Annotated[
+        Path, typer.Argument(help="A task file, e.g. tasks/niah-8k-64k.toml (format: tasks/README.md).")
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Checkpoint directory, .gguf file, hub id, or 'smollm2' (default: the file's).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: results/<time>_<task>_<model>).")
+    ] = None,
+    results_dir: Annotated[Path, typer.Option(help="Where default run directories go.")] = Path("results"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    prefix_sharing: Annotated[
+        bool | None,
+        typer.Option(
+            "--prefix-sharing/--no-prefix-sharing", help="Overrides the file's engine.prefix_sharing."
+        ),
+    ] = None,
+    max_memory: Annotated[
+        str | None, typer.Option(help="Memory budget, e.g. 8GB (replaces the file's chunk size setting).")
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Tokens per prefill chunk (replaces the file's chunk size setting)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Equal-length prompts per batch (overrides the file's).")
+    ] = None,
+    device_map: Annotated[
+        str | None, typer.Option(help="'auto': spread each model over all visible GPUs with accelerate.")
+    ] = None,
+) -> None:
+    """Run a task file (tasks/*.toml): its sample set and scoring, on --model or the file's models."""
+    with user_errors():
+        from diffbench.taskfile import load_task_file
+
+        task = load_task_file(task_file)
+        models = model or list(task.models)
+        if not models:
+            raise UsageError(
+                f"{task.source}: names no models: pass --model (repeat it to compare) "
+                "or add models = [...] to the file"
+            )
+        engine = task.engine
+        if max_memory is None and chunk_tokens is None:  # either on the command line replaces both
+            max_memory, chunk_tokens = engine.max_memory, engine.chunk_tokens
+        options = engine_options(
+            engine.prefix_sharing if prefix_sharing is None else prefix_sharing,
+            max_memory,
+            chunk_tokens,
+            engine.batch_size if batch_size is None else batch_size,
+            device_map,
+        )
+        # niah is the one task kind today; the kinds of issue 5 will dispatch on task.task here
+        execute_niah(task.spec, models, out, results_dir, device, dtype, json_output, options)
 
 
 def execute_niah(

@@ -38,6 +38,8 @@ CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 RUN_ARGS = ["--lengths", "256", "--depths", "0,100"]  # the base run; resuming it needs these options
 SHORT = ["--lengths", "256", "--depths", "1"]
 ADAPT_SMALL = ["--tokens", "512", "--seq-len", "64", "--batch-size", "2", "--eval-sequences", "1"]
+TASK = 'format = 1\ntask = "niah"\nlengths = "256"\ndepths = 1\n'  # a valid task file; cases change it
+RUN_TASK = ["run", "{tmp}/task.toml", "--model", "{llama}", "--out", "{tmp}/out"]
 TEN_SENTENCES = " ".join(f"Sentence number {n} is here." for n in range(12))
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -96,6 +98,13 @@ def write(name: str, text: str) -> Prepare:
         path = tmp / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+    return prepare
+
+
+def write_bytes(name: str, data: bytes) -> Prepare:
+    def prepare(world: World, tmp: Path, patch: pytest.MonkeyPatch, stack: contextlib.ExitStack) -> None:
+        (tmp / name).write_bytes(data)
 
     return prepare
 
@@ -244,6 +253,20 @@ def unreadable_haystack(
         return read_text(self, *args, **kwargs)
 
     patch.setattr(Path, "read_text", refuse)
+
+
+def unreadable_task_file(
+    world: World, tmp: Path, patch: pytest.MonkeyPatch, stack: contextlib.ExitStack
+) -> None:
+    (tmp / "task.toml").write_text(TASK)
+    read_bytes = Path.read_bytes
+
+    def refuse(self: Path) -> bytes:
+        if self.name == "task.toml":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return read_bytes(self)
+
+    patch.setattr(Path, "read_bytes", refuse)
 
 
 def full_disk_for_records(
@@ -422,6 +445,152 @@ CASES = [
         "E-ROPE-NOT-ROTARY",
         niah("--rope-scaling", "yarn", model="{gpt2}", grid=("--lengths", "512", "--depths", "1")),
         "does not use rotary position embeddings",
+    ),
+    # Task files
+    Case("E-TASKFILE-NOT-FOUND", RUN_TASK, "no such task file; pass the path of a .toml task file"),
+    Case("E-TASKFILE-IS-DIRECTORY", ["run", "{tmp}"], "is a directory; pass one .toml task file in it"),
+    Case("E-TASKFILE-UNREADABLE", RUN_TASK, "cannot read the task file:", prepare=unreadable_task_file),
+    Case(
+        "E-TASKFILE-NOT-UTF8",
+        RUN_TASK,
+        "is not UTF-8 text (byte",
+        prepare=write_bytes("task.toml", b'format = 1\ntask = "\xff"\n'),
+    ),
+    Case(
+        "E-TASKFILE-SYNTAX",
+        RUN_TASK,
+        "TOML syntax error at line",
+        prepare=write("task.toml", TASK + "seed =\n"),
+    ),
+    Case(
+        "E-TASKFILE-FORMAT-MISSING",
+        RUN_TASK,
+        "field 'format' is missing: start the file with format = 1",
+        prepare=write("task.toml", TASK.replace("format = 1\n", "")),
+    ),
+    Case(
+        "E-TASKFILE-FORMAT-TYPE",
+        RUN_TASK,
+        "field 'format' should be a whole number",
+        prepare=write("task.toml", TASK.replace("format = 1", 'format = "1"')),
+    ),
+    Case(
+        "E-TASKFILE-FORMAT-VERSION",
+        RUN_TASK,
+        "is not supported; this diffbench reads task files of format 1",
+        prepare=write("task.toml", TASK.replace("format = 1", "format = 2")),
+    ),
+    Case(
+        "E-TASKFILE-TASK-MISSING",
+        RUN_TASK,
+        "field 'task' is missing: name the task kind",
+        prepare=write("task.toml", TASK.replace('task = "niah"\n', "")),
+    ),
+    Case(
+        "E-TASKFILE-TASK-TYPE",
+        RUN_TASK,
+        "field 'task' should be a string",
+        prepare=write("task.toml", TASK.replace('task = "niah"', "task = 1")),
+    ),
+    Case(
+        "E-TASKFILE-TASK-UNKNOWN",
+        RUN_TASK,
+        "field 'task': unknown task kind",
+        prepare=write("task.toml", TASK.replace('"niah"', '"multi_needle"')),
+    ),
+    Case(
+        "E-TASKFILE-UNKNOWN-FIELD",
+        RUN_TASK,
+        "unknown field '",
+        prepare=write("task.toml", TASK.replace("lengths", "lenghts")),
+    ),
+    Case(
+        "E-TASKFILE-UNKNOWN-FIELD",
+        RUN_TASK,
+        "unknown field '",
+        prepare=write("task.toml", TASK + 'max_memory = "8GB"\n'),
+        variant="engine-outside-engine",
+    ),
+    Case(
+        "E-TASKFILE-FIELD-MISSING",
+        RUN_TASK,
+        "' is missing: add e.g.",
+        prepare=write("task.toml", TASK.replace("depths = 1\n", "")),
+    ),
+    Case(
+        "E-TASKFILE-FIELD-TYPE",
+        RUN_TASK,
+        "' should be",
+        prepare=write("task.toml", TASK + 'samples_per_cell = "5"\n'),
+    ),
+    Case(
+        "E-TASKFILE-FIELD-TYPE",
+        RUN_TASK,
+        "' should be",
+        prepare=write("task.toml", TASK + 'chat_template = "yes"\n'),
+        variant="choice",
+    ),
+    Case(
+        "E-TASKFILE-LENGTHS",
+        RUN_TASK,
+        "field 'lengths': invalid length",
+        prepare=write("task.toml", TASK.replace('"256"', '"8k-"')),
+    ),
+    Case(
+        "E-TASKFILE-LENGTHS",
+        RUN_TASK,
+        "field 'lengths': invalid length",
+        prepare=write("task.toml", TASK.replace('"256"', "[256, -5]")),
+        variant="list",
+    ),
+    Case(
+        "E-TASKFILE-DEPTHS",
+        RUN_TASK,
+        "field 'depths': ",
+        prepare=write("task.toml", TASK.replace("depths = 1", 'depths = "10,x"')),
+    ),
+    Case(
+        "E-TASKFILE-DEPTHS",
+        RUN_TASK,
+        "field 'depths': ",
+        prepare=write("task.toml", TASK.replace("depths = 1", "depths = [50, 150]")),
+        variant="list",
+    ),
+    Case(
+        "E-TASKFILE-NO-ROOM",
+        RUN_TASK,
+        "leaves no room for a prompt after answer_budget",
+        prepare=write("task.toml", TASK + "answer_budget = 256\n"),
+    ),
+    Case(
+        "E-TASKFILE-NEEDLE-INCOMPLETE",
+        RUN_TASK,
+        "field 'needle': a custom needle needs needle, question and answer",
+        prepare=write("task.toml", TASK + '[needle]\nneedle = "The code is blue."\n'),
+    ),
+    Case(
+        "E-TASKFILE-NEEDLE-ANSWER",
+        RUN_TASK,
+        "does not occur in the needle; the needle must contain it",
+        prepare=write("task.toml", TASK + '[needle]\nneedle = "Blue."\nquestion = "?"\nanswer = "red"\n'),
+    ),
+    Case(
+        "E-TASKFILE-ENGINE-MEMORY",
+        RUN_TASK,
+        "is not a memory size",
+        prepare=write("task.toml", TASK + '[engine]\nmax_memory = "lots"\n'),
+    ),
+    Case(
+        "E-TASKFILE-ENGINE-CHUNKS",
+        RUN_TASK,
+        "max_memory and chunk_tokens both set the chunk size: keep only one",
+        prepare=write("task.toml", TASK + '[engine]\nmax_memory = "8GB"\nchunk_tokens = 64\n'),
+    ),
+    Case(
+        "E-TASKFILE-NO-MODELS",
+        ["run", "{tmp}/task.toml"],
+        "names no models: pass --model",
+        prepare=write("task.toml", TASK),
     ),
     # Engine
     Case(

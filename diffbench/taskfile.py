@@ -1,0 +1,419 @@
+"""Task files: a TOML file → a validated task spec, plus the file's default models and engine settings.
+
+A task file holds what decides the sample set and scoring (for ``task = "niah"``, the fields of
+:class:`~diffbench.specs.NiahSpec`), optional default ``models`` and an optional ``[engine]`` table
+(how samples run: it never changes results beyond float rounding, nor the spec fingerprint)::
+
+    format = 1                 # the file format's version; this diffbench reads 1
+    task = "niah"              # the task kind: a key of TASK_KINDS
+    models = ["smollm2"]       # optional: what --model defaults to
+    lengths = "8k-64k"         # the --lengths grammar, or a list: [8192, "16k"]
+    depths = 5                 # a count, the --depths grammar ("0,50,100"), or percentages: [0, 50, 100]
+    samples_per_cell = 5
+    [needle]                   # optional: needle, question, answer, answer_prefix, instruction
+    [engine]                   # optional: prefix_sharing, max_memory, chunk_tokens, batch_size
+
+Lengths and depths go through :func:`diffbench.lengths.parse_lengths` and :func:`parse_depths`, the
+parsers of ``--lengths`` and ``--depths``, so a file and the command line accept the same grids and
+build identical specs. Every problem (a missing or unreadable file, TOML syntax, an unknown field, a
+wrong type or value, an unsupported ``format``, an unknown ``task``) is one :class:`UsageError`
+line that starts with the file's path and names the field. A new task kind (multi-needle,
+hallucination probes) is a new fields model in ``TASK_KINDS``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import reprlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from diffbench.errors import UsageError
+from diffbench.lengths import MAX_GRID, parse_depths, parse_lengths, parse_token_count
+from diffbench.specs import NeedleSpec, NiahSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with tomli, tomllib's original
+    import tomli as tomllib
+
+T = TypeVar("T")
+FORMAT_VERSION = 1
+# What a custom needle's instruction is unless the [needle] table (or nothing, on the command line) sets it.
+CUSTOM_NEEDLE_INSTRUCTION = (
+    "A long document follows. Read it carefully: you will be asked about it afterwards."
+)
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlevel = 2
+_short.maxlist = _short.maxdict = 4
+
+
+def quote(value: object) -> str:
+    """A value as it appears in a message: repr-quoted, on one line, at most about 60 characters."""
+    return _short.repr(value)
+
+
+# ----------------------------------------------------------------------------- lengths and depths
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _usage_to_value_error(parse: Callable[[str], T], text: str) -> T:
+    """Run a command-line parser; its UsageError becomes the ValueError pydantic attaches a field to."""
+    try:
+        return parse(text)
+    except UsageError as error:
+        raise ValueError(str(error)) from None
+
+
+def file_lengths(value: Any) -> list[int]:
+    """lengths = "8k-64k" (the --lengths grammar), a single number, or a list of lengths [8192, "16k"]."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError('is empty: use e.g. "8k-64k" (doubling), "8k:64k:8k" or [4096, "12k"]')
+        return _usage_to_value_error(parse_lengths, value)
+    if _is_number(value):
+        _usage_to_value_error(parse_token_count, str(value))
+        return _usage_to_value_error(parse_lengths, str(value))
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("is an empty list: give at least one length, e.g. [4096, 8192]")
+        if len(value) > MAX_GRID:
+            raise ValueError(f"holds {len(value)} lengths: at most {MAX_GRID}")
+        texts = []
+        for item in value:
+            if not (_is_number(item) or isinstance(item, str)):
+                raise ValueError(f'item {quote(item)} is neither a number nor a length such as "8k"')
+            _usage_to_value_error(parse_token_count, str(item))  # one length per item, never a range
+            texts.append(str(item).strip())
+        return _usage_to_value_error(parse_lengths, ",".join(texts))
+    raise ValueError(f'should be a text such as "8k-64k" or a list of lengths, got {quote(value)}')
+
+
+def file_depths(value: Any) -> list[float]:
+    """depths = 5 (a count), "0,50,100" (the --depths grammar) or [0, 12.5, 100] (percentages)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("is empty: use a count such as 5, or percentages such as [0, 50, 100]")
+        return _usage_to_value_error(parse_depths, value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _usage_to_value_error(parse_depths, str(value))
+    if isinstance(value, float):
+        raise ValueError(
+            f"{quote(value)} is no count: a single number counts depths (e.g. 5); "
+            "list percentages as [0, 12.5, 100]"
+        )
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("is an empty list: give at least one percentage, e.g. [0, 50, 100]")
+        for item in value:
+            if not _is_number(item):
+                raise ValueError(f"item {quote(item)} is not a number: list percentages, e.g. [0, 50, 100]")
+            if not 0 <= item <= 100:  # also refuses nan
+                raise ValueError(f"item {quote(item)} is outside 0..100: depths are percentages")
+        # '%' marks every item a percentage, so [5] is depth 5%, not a count of 5 depths.
+        return _usage_to_value_error(parse_depths, ",".join(f"{item!r}%" for item in value))
+    raise ValueError(
+        f'should be a count, a text such as "0,50,100" or a list of percentages, got {quote(value)}'
+    )
+
+
+def _models(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+FileLengths = Annotated[list[int], BeforeValidator(file_lengths)]
+FileDepths = Annotated[list[float], BeforeValidator(file_depths)]
+ModelName = Annotated[str, Field(min_length=1)]
+
+
+# ----------------------------------------------------------------------------- the file's fields
+
+
+class _Strict(BaseModel):
+    """TOML values are typed already: no coercion ("5" is no integer), no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NeedleTable(_Strict):
+    """[needle]: the fields of NeedleSpec. Setting ``needle`` defines a custom needle, as --needle does:
+    it needs ``question`` and ``answer`` (which must occur in it), and ``answer_prefix`` and
+    ``instruction`` then default to "" and a neutral instruction instead of the magic-number ones."""
+
+    needle: str | None = None
+    question: str | None = None
+    answer: str | None = None
+    answer_prefix: str | None = None
+    instruction: str | None = None
+
+    @model_validator(mode="after")
+    def _custom_needle_is_complete(self) -> NeedleTable:
+        custom = {"needle": self.needle, "question": self.question, "answer": self.answer}
+        given = [name for name, value in custom.items() if value is not None]
+        if given and len(given) < 3:
+            missing = " and ".join(repr(name) for name in custom if custom[name] is None)
+            raise ValueError(f"a custom needle needs needle, question and answer: add {missing}")
+        if self.needle is not None and self.answer is not None and self.answer not in self.needle:
+            raise ValueError(
+                f"answer {quote(self.answer)} does not occur in the needle; the needle must contain it"
+            )
+        return self
+
+    def to_spec(self) -> NeedleSpec:
+        set_fields = {name: value for name, value in self.model_dump().items() if value is not None}
+        if self.needle is not None:
+            set_fields = {"answer_prefix": "", "instruction": CUSTOM_NEEDLE_INSTRUCTION, **set_fields}
+        return NeedleSpec(**set_fields)
+
+
+class EngineTable(_Strict):
+    """[engine]: how samples run (same results to float rounding); the command line overrides it."""
+
+    prefix_sharing: bool = True
+    max_memory: str | None = None
+    chunk_tokens: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_chunk_size(self) -> EngineTable:
+        from diffbench.engine.memory import parse_memory
+
+        if self.max_memory is not None:
+            try:
+                parse_memory(self.max_memory)
+            except UsageError:
+                raise ValueError(
+                    f"max_memory {quote(self.max_memory)} is not a memory size: "
+                    'use e.g. "8GB", "1.5g" or "512MiB"'
+                ) from None
+            if self.chunk_tokens is not None:
+                raise ValueError("max_memory and chunk_tokens both set the chunk size: keep only one")
+        return self
+
+
+class TaskFields(_Strict):
+    """The keys every task file has; a task kind adds its own fields."""
+
+    format: int
+    task: str
+    models: Annotated[list[ModelName], BeforeValidator(_models)] = []
+    engine: EngineTable = EngineTable()
+
+    def to_spec(self) -> Any:
+        raise NotImplementedError
+
+
+class NiahFields(TaskFields):
+    """task = "niah": NiahSpec's fields (lengths and depths in the command line's grammar too)."""
+
+    task: Literal["niah"]
+    lengths: FileLengths
+    depths: FileDepths
+    samples_per_cell: int = Field(default=1, ge=1)
+    seed: int = 0
+    haystack: str = "prose"
+    haystack_per_sample: bool = False
+    needle: NeedleTable = NeedleTable()
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    answer_budget: int = Field(default=32, ge=1)
+    generate: bool = False
+    rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
+
+    @model_validator(mode="after")
+    def _room_for_a_prompt(self) -> NiahFields:
+        if self.lengths[0] <= self.answer_budget:
+            raise ValueError(
+                f"field 'lengths': length {self.lengths[0]} leaves no room for a prompt after "
+                f"answer_budget {self.answer_budget}; use longer lengths or a smaller answer_budget"
+            )
+        return self
+
+    def to_spec(self) -> NiahSpec:
+        return NiahSpec(
+            lengths=self.lengths,
+            depths=self.depths,
+            samples_per_cell=self.samples_per_cell,
+            seed=self.seed,
+            haystack=self.haystack,
+            haystack_per_sample=self.haystack_per_sample,
+            needle=self.needle.to_spec(),
+            chat_template=self.chat_template,
+            answer_budget=self.answer_budget,
+            generate=self.generate,
+            rope_scaling=self.rope_scaling,
+        )
+
+
+# The task kinds a file may name. Multi-needle and hallucination-probe suites (issue 5) add theirs here.
+TASK_KINDS: dict[str, type[TaskFields]] = {"niah": NiahFields}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """A validated task file: the spec that decides samples and scoring, and the file's run defaults."""
+
+    source: str
+    task: str
+    spec: NiahSpec
+    models: tuple[str, ...]
+    engine: EngineTable
+
+
+def load_task_file(path: Path | str) -> TaskFile:
+    """Read and validate a task file; every problem is one UsageError line naming the file (and field)."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(
+            f"{source}: no such task file; pass the path of a .toml task file, e.g. tasks/smoke.toml"
+        ) from None
+    except IsADirectoryError:
+        raise UsageError(f"{source}: is a directory; pass one .toml task file in it") from None
+    except OSError as error:
+        raise UsageError(f"{source}: cannot read the task file: {error.strerror or error}") from None
+    return parse_task_file(data, source)
+
+
+def parse_task_file(data: bytes | str, source: str) -> TaskFile:
+    """Validate the text of a task file; ``source`` names it in messages."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UsageError(
+                f"{source}: is not UTF-8 text (byte {error.start}); save the task file as UTF-8"
+            ) from None
+    document = _toml(data, source)
+    fields_model = _task_kind(document, source)
+    try:
+        fields = fields_model.model_validate(document)
+    except ValidationError as error:
+        raise UsageError(f"{source}: {_describe(error, fields_model)}") from None
+    try:
+        spec = fields.to_spec()
+    except (ValidationError, ValueError) as error:  # not reached: the fields were checked above
+        raise UsageError(f"{source}: {error}".splitlines()[0]) from None
+    return TaskFile(source, document["task"], spec, tuple(fields.models), fields.engine)
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        where = "at the end of the file" if message.endswith("(at end of document)") else ""
+        if "(at line " in message:
+            message, _, position = message.rpartition(" (at ")
+            where = "at " + position.rstrip(")")
+        message = message.removesuffix(" (at end of document)")
+        raise UsageError(f"{source}: TOML syntax error {where}: {message[:1].lower()}{message[1:]}") from None
+    except RecursionError:
+        raise UsageError(f"{source}: TOML syntax error: arrays or tables nested too deeply") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise UsageError(f"{source}: TOML syntax error: {str(error).splitlines()[0]}") from None
+
+
+def _task_kind(document: dict[str, Any], source: str) -> type[TaskFields]:
+    """Check `format` and `task` first: the rest of the file is read by the task kind's fields."""
+    kinds = ", ".join(repr(name) for name in TASK_KINDS)
+    version = document.get("format")
+    if "format" not in document:
+        raise UsageError(
+            f"{source}: field 'format' is missing: start the file with format = {FORMAT_VERSION}"
+        )
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UsageError(
+            f"{source}: field 'format' should be a whole number such as {FORMAT_VERSION}, "
+            f"got {quote(version)}"
+        )
+    if version != FORMAT_VERSION:
+        raise UsageError(
+            f"{source}: field 'format': format {version} is not supported; this diffbench reads task files "
+            f"of format {FORMAT_VERSION}: use the diffbench version the file was written for, or rewrite it"
+        )
+    if "task" not in document:
+        raise UsageError(f"{source}: field 'task' is missing: name the task kind, one of {kinds}")
+    kind = document["task"]
+    if not isinstance(kind, str):
+        raise UsageError(f"{source}: field 'task' should be a string, one of {kinds}; got {quote(kind)}")
+    if kind not in TASK_KINDS:
+        raise UsageError(
+            f"{source}: field 'task': unknown task kind {quote(kind)}"
+            f"{_did_you_mean(kind, list(TASK_KINDS))}; the kinds available are {kinds}"
+        )
+    return TASK_KINDS[kind]
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    normal = name.strip().lower().replace("-", "_").replace(" ", "_")
+    if normal in choices and normal != name:
+        return f" (did you mean {normal!r}?)"
+    close = difflib.get_close_matches(normal, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names allowed in the table at ``loc`` (for 'did you mean')."""
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: ValidationError, model: type[BaseModel]) -> str:
+    """The first problem (unknown fields first: a misspelt field is also reported missing) as one line."""
+    problems = sorted(error.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    first = problems[0]
+    loc = tuple(first["loc"])
+    where = _location(loc)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent, name = loc[:-1], str(loc[-1])
+        hint = _did_you_mean(name, _fields_at(model, parent))
+        if not hint and not parent and name in EngineTable.model_fields:
+            hint = f" (engine settings go in the [engine] table: [engine] {name} = ...)"
+        text = f"unknown field {quote(where)}{hint}"
+    elif kind == "missing":
+        example = {"lengths": 'lengths = "8k-64k"', "depths": "depths = 5"}.get(where, f"{where} = ...")
+        text = f"field {quote(where)} is missing: add e.g. {example}"
+    elif kind == "value_error":
+        reason = str(first.get("ctx", {}).get("error", first["msg"]))
+        joint = " " if reason.startswith(("is ", "should ", "holds ")) else ": "
+        text = reason if reason.startswith("field ") or not where else f"field {quote(where)}{joint}{reason}"
+    elif kind in ("model_type", "dict_type"):
+        table = f"[{where}] and key = value lines"
+        text = f"field {quote(where)} should be a table ({table}), got {quote(first['input'])}"
+    else:
+        message = first["msg"]
+        if message.startswith("Input should"):
+            message = " should" + message[len("Input should") :]
+        else:
+            message = ": " + message[:1].lower() + message[1:]
+        text = f"field {quote(where)}{message}, got {quote(first['input'])}"
+    more = len(problems) - 1
+    if more:
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return " ".join(text.splitlines())
