@@ -541,6 +541,109 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command()
+def attn(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Checkpoint directory, .gguf file, hub id, or 'smollm2'. Repeat to compare."
+        ),
+    ] = None,
+    lengths: Annotated[
+        str, typer.Option(help="Context lengths: '8k-64k' (doubling), '8k:64k:8k' (steps), '4096,12k'.")
+    ] = "2k",
+    depths: Annotated[
+        str, typer.Option(help="A count ('5' → 0,25,50,75,100%) or percentages ('0,50,100').")
+    ] = "3",
+    samples: Annotated[int, typer.Option(min=1, help="Samples per depth × length cell.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice (recorded in the manifest).")] = 0,
+    haystack: Annotated[
+        str,
+        typer.Option(
+            help="'prose' (generated), 'noise' (repeated filler), 'essays' (Paul Graham), or a path."
+        ),
+    ] = "prose",
+    needle: Annotated[
+        str | None, typer.Option(help="A custom needle sentence (with --question, --answer).")
+    ] = None,
+    question: Annotated[str | None, typer.Option(help="The question asked about a custom needle.")] = None,
+    answer: Annotated[str | None, typer.Option(help="The expected answer; must occur in the needle.")] = None,
+    answer_prefix: Annotated[
+        str | None, typer.Option(help="Text the answer turn starts with, e.g. 'The answer is'.")
+    ] = None,
+    answer_budget: Annotated[
+        int, typer.Option(min=1, help="Tokens reserved for the answer; the prompt is length minus this.")
+    ] = 32,
+    chat_template: Annotated[str, typer.Option(help="auto | on | off")] = "auto",
+    rope_scaling: Annotated[
+        str, typer.Option(help="none | dynamic | yarn: stretch RoPE to run past the model's window.")
+    ] = "none",
+    out: Annotated[
+        Path | None, typer.Option(help="A new run directory (default: results/<time>_attn_<model>).")
+    ] = None,
+    results_dir: Annotated[Path, typer.Option(help="Where default run directories go.")] = Path("results"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    key_chunk: Annotated[
+        int, typer.Option(min=1, help="Keys per chunk of the softmax over the context (memory, not results).")
+    ] = 8192,
+    chunk_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens per prefill chunk (memory, not results).")
+    ] = 4096,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Where attention goes at the answer positions: needle, question, sinks, noise; per layer and head."""
+    with user_errors():
+        from diffbench.analysis.attention_plots import table3
+        from diffbench.analysis.attention_run import AttentionOptions, build_spec, run_attention
+        from diffbench.progress import sample_progress
+
+        spec = build_spec(
+            lengths,
+            depths,
+            samples,
+            seed,
+            haystack,
+            build_needle(needle, question, answer, answer_prefix),
+            chat_template,
+            answer_budget,
+            rope_scaling,
+        )
+        options = AttentionOptions(key_chunk=key_chunk, prefill_chunk=chunk_tokens)
+        with sample_progress(stderr, "attn") as on_event:
+            outcome = run_attention(
+                spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, sys.argv, on_event, options
+            )
+        if json_output:
+            payload = {**outcome.summary, "directory": str(outcome.directory)}
+            sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+            return
+        stdout.print(table3(outcome.summary))
+        for row in outcome.summary["models"]:
+            extra = (
+                f", negative share {row['negative_share']:.3f}"
+                if row.get("negative_share") is not None
+                else ""
+            )
+            stdout.print(
+                f"{row['model']} ({row['variant']}): answer {row['answer']:.3f}, needle {row['needle']:.3f}, "
+                f"noise {row['noise']:.3f}, sink {row['sink']:.3f}, question {row['question']:.3f}{extra}; "
+                f"redundancy {_optional(row.get('redundancy'))}; teacher-forced accuracy "
+                f"{row['teacher_forced_accuracy']:.2f} over {row['samples']} samples",
+                highlight=False,
+            )
+        stdout.print(
+            f"time {outcome.summary['wall_seconds']:.1f} s, "
+            f"peak memory {outcome.summary['peak_memory_mb']:.0f} MiB",
+            highlight=False,
+        )
+        stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
+
+
+def _optional(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 dex_app = typer.Typer(
     name="dex",
     help="DEX, reconstructed: convert a pretrained model, adapt it briefly, fold it into o_proj.",

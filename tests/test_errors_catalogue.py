@@ -341,6 +341,32 @@ def damage(name: str, size: int = 64) -> Callable[[Path], None]:
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 GAP_LOAD = "models/load.py catches OSError and ValueError only"
 
+
+def sliding_window_config(
+    world: World, tmp: Path, patch: pytest.MonkeyPatch, stack: contextlib.ExitStack
+) -> None:
+    """A Mistral config with a sliding window and a tokenizer: `attn` refuses it before any weights load."""
+    from transformers import AutoTokenizer, MistralConfig
+
+    target = tmp / "mistral"
+    tokenizer = AutoTokenizer.from_pretrained(str(world.llama))
+    MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=64,
+        architectures=["MistralForCausalLM"],
+    ).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def attn(*extra: str, model: str = "{llama}") -> list[str]:
+    return ["attn", "--model", model, *SHORT, *extra, "--out", "{tmp}/attn"]
+
+
 CASES = [
     # Command line (Typer's own parsing)
     Case("E-CLI-NO-SUCH-OPTION", niah("--bogus"), "No such option:"),
@@ -1165,6 +1191,27 @@ CASES = [
         ],
         "the training loss became",
         code=1,
+    ),
+    # attn
+    Case("E-LENGTH-SYNTAX", attn("--lengths", "abc"), "use e.g. '8k-64k' (doubling)", variant="attn"),
+    Case(
+        "E-MODEL-NOT-FOUND",
+        attn(model="{tmp}/nothing"),
+        "not found: pass a checkpoint directory",
+        variant="attn",
+    ),
+    Case("E-ATTN-NOT-LLAMA-STYLE", attn(model="{gpt2}"), "diffbench attn needs Llama-style attention"),
+    Case(
+        "E-ATTN-NOT-FULL-CAUSAL",
+        attn(model="{tmp}/mistral"),
+        "diffbench attn measures plain causal softmax attention only",
+        prepare=sliding_window_config,
+    ),
+    Case(
+        "E-ATTN-OUT-EXISTS",
+        attn(),
+        "holds an attention run already; pass another --out",
+        prepare=write("attn/attention_manifest.json", "{}"),
     ),
     # Known gaps: still a traceback today
     Case(

@@ -1,0 +1,1 @@
+"""Analyses of what a model does with its context (attention allocation), beyond whether it answers."""

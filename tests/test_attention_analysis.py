@@ -1,0 +1,343 @@
+"""Attention allocation (diffbench.analysis): the chunked rows against eager attention, and `diffbench attn`.
+
+The chunked two-pass softmax over captured queries and keys must give transformers' eager attention
+weights (output_attentions) on the answer rows to 1e-5, for Llama with and without GQA, Diff V1
+(DiffLlama) and Diff V2; the region shares, net differential maps, entropies and redundancies must
+equal the same quantities computed directly from those eager maps; and no chunk size may change them.
+Tiny random float32 models whose queries and keys are scaled up, so the maps are far from uniform.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_diff_attention import build_model, save_checkpoint, tiny_config
+from typer.testing import CliRunner
+
+from diffbench.analysis.attention_mass import (
+    CATEGORIES,
+    PARTITION,
+    answer_span,
+    capture_rows,
+    key_labels,
+    layer_head_records,
+    pairing_for,
+    row_probabilities,
+)
+from diffbench.cli import app
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TOLERANCE = 1e-5
+LENGTH, ROWS, VOCAB = 48, 5, 97
+# needle [20, 26) with its answer [22, 25), haystack [8, 36): every region has keys
+NEEDLE, HAYSTACK, ANSWER = (20, 26), (8, 36), (22, 25)
+MODELS = [
+    ("llama", 2),
+    ("llama", 1),
+    ("llama", 4),
+    ("diff_v1", 2),
+    ("diff_v1", 4),
+    ("diff_v2", 1),
+    ("diff_v2", 2),
+]
+VERSION = {"llama": None, "diff_v1": "v1", "diff_v2": "v2"}
+
+
+def sharp_model(variant: str, kv_heads: int) -> Any:
+    """A tiny random model with queries and keys scaled ×8, so each head's softmax is peaked, not flat."""
+    config = tiny_config(variant, kv_heads)
+    config._attn_implementation = "sdpa"
+    model = build_model(variant, config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8.0)
+            layer.self_attn.k_proj.weight.mul_(8.0)
+    return model
+
+
+def sequence(seed: int = 3) -> list[int]:
+    return torch.randint(0, VOCAB, (LENGTH,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def eager_pass(model: Any, ids: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Eager attention weights of every layer on the last ROWS rows, (H_q, R, S), and Diff V2's λ (h, R)."""
+    lambdas: list[torch.Tensor | None] = [None] * len(model.model.layers)
+    hooks = []
+    for index, layer in enumerate(model.model.layers):
+        projection = getattr(layer.self_attn, "lambda_proj", None)
+        if projection is not None:
+
+            def keep(module: Any, args: Any, output: Any, index: int = index) -> None:
+                lambdas[index] = output[0, -ROWS:].sigmoid().T
+
+            hooks.append(projection.register_forward_hook(keep))
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = "eager"
+    try:
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([ids]), output_attentions=True, use_cache=False)
+    finally:
+        model.config._attn_implementation = previous
+        for hook in hooks:
+            hook.remove()
+    return [weights[0, :, -ROWS:, :] for weights in out.attentions], lambdas
+
+
+def diff_lambda_v1(module: Any) -> float:
+    lam = torch.exp((module.lambda_q1 * module.lambda_k1).sum()) - torch.exp(
+        (module.lambda_q2 * module.lambda_k2).sum()
+    )
+    return float(lam.detach()) + module.lambda_init
+
+
+def regions(maps: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per head and row, each region's summed mass of (H, R, S) maps; needle includes the answer."""
+    found = {name: maps[..., labels == i].sum(-1) for i, name in enumerate(CATEGORIES)}
+    found["needle"] = found["needle"] + found["answer"]
+    return found
+
+
+def cosine_distances(maps: torch.Tensor) -> torch.Tensor:
+    """Each head's mean cosine distance to the others, mean over rows; maps (H, R, S)."""
+    unit = maps / maps.norm(dim=-1, keepdim=True)
+    cosine = torch.einsum("hrs,grs->rhg", unit, unit)
+    heads = maps.shape[0]
+    return ((1 - cosine).sum(-1) / (heads - 1)).mean(0)
+
+
+# --- The chunked rows are the eager attention weights ---------------------------------------------
+
+
+@pytest.mark.parametrize(("variant", "kv_heads"), MODELS)
+def test_chunked_rows_equal_eager_attention_weights(variant: str, kv_heads: int) -> None:
+    model = sharp_model(variant, kv_heads)
+    ids = sequence()
+    captured = capture_rows(model, ids, ROWS, prefill_chunk=7)
+    eager, _ = eager_pass(model, ids)
+    for capture, expected in zip(captured.layers, eager, strict=True):
+        rows = row_probabilities(capture, key_chunk=6)
+        assert rows.shape == expected.shape
+        torch.testing.assert_close(rows, expected, atol=TOLERANCE, rtol=0.0)
+        assert expected.max() > 0.3  # the check is not vacuous: the maps are peaked, not uniform
+        torch.testing.assert_close(rows.sum(-1), torch.ones(rows.shape[:2]), atol=TOLERANCE, rtol=0.0)
+
+
+@pytest.mark.parametrize(("variant", "kv_heads"), MODELS)
+def test_head_records_equal_statistics_of_the_eager_maps(variant: str, kv_heads: int) -> None:
+    """Shares, net maps with λ, negative share, entropies and redundancy, recomputed from eager maps."""
+    model = sharp_model(variant, kv_heads)
+    ids = sequence()
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    captured = capture_rows(model, ids, ROWS, prefill_chunk=7)
+    eager, lambdas = eager_pass(model, ids)
+    version = VERSION[variant]
+    for capture, maps, lam_rows in zip(captured.layers, eager, lambdas, strict=True):
+        records = layer_head_records(capture, labels, "diff" if version else "baseline", version, key_chunk=5)
+        pairing = pairing_for(capture, "diff" if version else "baseline", version)
+        entropy = -(maps * maps.clamp(min=1e-38).log()).sum(-1)  # (H_q, R)
+        if version is None:
+            primary, shares = maps, regions(maps, labels)
+        else:
+            positive, negative = maps[pairing.positive], maps[pairing.negative]
+            if version == "v1":
+                lam = torch.full((len(pairing.positive), ROWS), diff_lambda_v1(capture.module))
+            else:
+                assert lam_rows is not None
+                lam = lam_rows
+            primary = positive - lam[..., None] * negative
+            net = regions(primary, labels)
+            total = primary.sum(-1)
+            torch.testing.assert_close(total, 1 - lam, atol=TOLERANCE, rtol=0.0)
+            # a net region's share is of the row's absolute mass Σ|net| (bounded even where 1 − λ nears 0)
+            shares = {name: value / primary.abs().sum(-1) for name, value in net.items()}
+        distance = cosine_distances(primary)
+        assert len(records) == primary.shape[0]
+        for index, record in enumerate(records):
+            for name in CATEGORIES:
+                assert record[name] == pytest.approx(float(shares[name][index].mean()), abs=TOLERANCE)
+            head = pairing.positive[index]
+            assert record["entropy"] == pytest.approx(float(entropy[head].mean()), abs=1e-4)
+            assert record["redundancy"] == pytest.approx(float(distance[index]), abs=TOLERANCE)
+            if version is not None:
+                negative_head = pairing.negative[index]
+                softmax = regions(maps, labels)
+                for name in CATEGORIES:
+                    assert record[f"pos_{name}"] == pytest.approx(
+                        float(softmax[name][head].mean()), abs=TOLERANCE
+                    )
+                    assert record[f"neg_{name}"] == pytest.approx(
+                        float(softmax[name][negative_head].mean()), abs=TOLERANCE
+                    )
+                net_map = primary[index]
+                expected = (net_map.clamp(max=0).abs().sum(-1) / net_map.abs().sum(-1)).mean()
+                assert record["negative_share"] == pytest.approx(float(expected), abs=TOLERANCE)
+                assert record["lambda"] == pytest.approx(float(lam[index].mean()), abs=TOLERANCE)
+
+
+@pytest.mark.parametrize(("variant", "kv_heads"), [("llama", 2), ("diff_v1", 2), ("diff_v2", 1)])
+def test_softmax_shares_of_a_row_sum_to_one(variant: str, kv_heads: int) -> None:
+    model = sharp_model(variant, kv_heads)
+    captured = capture_rows(model, sequence(), ROWS)
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    version = VERSION[variant]
+    for capture in captured.layers:
+        for record in layer_head_records(capture, labels, "diff" if version else "baseline", version):
+            for prefix in ["pos_", "neg_"] if version else [""]:
+                assert sum(record[f"{prefix}{name}"] for name in PARTITION) == pytest.approx(
+                    1.0, abs=TOLERANCE
+                )
+            if version:  # a net row's shares are of its absolute mass: they sum to 1 − 2·negative share
+                total = sum(record[name] for name in PARTITION)
+                assert total == pytest.approx(1 - 2 * record["negative_share"], abs=TOLERANCE)
+            else:
+                assert 0.0 <= record["answer"] <= record["needle"] + TOLERANCE
+
+
+@pytest.mark.parametrize(("variant", "kv_heads"), [("llama", 1), ("diff_v1", 2), ("diff_v2", 2)])
+def test_chunk_sizes_do_not_change_the_records(variant: str, kv_heads: int) -> None:
+    model = sharp_model(variant, kv_heads)
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    version = VERSION[variant]
+    kind = "diff" if version else "baseline"
+    results = []
+    for prefill, keys in [(LENGTH, LENGTH), (3, 1), (16, 7)]:
+        captured = capture_rows(model, sequence(), ROWS, prefill_chunk=prefill)
+        results.append(
+            [r for c in captured.layers for r in layer_head_records(c, labels, kind, version, keys)]
+        )
+    for other in results[1:]:
+        for mine, theirs in zip(results[0], other, strict=True):
+            assert mine.keys() == theirs.keys()
+            for key, value in mine.items():
+                if isinstance(value, float):
+                    assert theirs[key] == pytest.approx(value, abs=TOLERANCE), key
+                else:
+                    assert theirs[key] == value
+
+
+def test_key_labels_partition_the_sequence() -> None:
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER).tolist()
+    name = [CATEGORIES[i] for i in labels]
+    assert name[:4] == ["sink"] * 4 and name[4:8] == ["prefix"] * 4
+    assert name[8:20] == ["noise"] * 12 and name[26:36] == ["noise"] * 10
+    assert name[20:22] == ["needle"] * 2 and name[22:25] == ["answer"] * 3 and name[25] == "needle"
+    assert name[36:] == ["question"] * (LENGTH - 36)
+
+
+# --- DEX: the maps are the baseline's; the value side is measured --------------------------------
+
+
+def test_dex_reports_the_relative_norm_of_its_value_term(tiny_llama: Any) -> None:
+    from diffbench.attention.dex import attach_dex, dex_modules, set_schedule
+
+    model = copy.deepcopy(tiny_llama)
+    ids = sequence()
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    base = [
+        r for c in capture_rows(model, ids, ROWS).layers for r in layer_head_records(c, labels, "baseline")
+    ]
+    attach_dex(model, [[0, 2], [1]])
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for dex in dex_modules(model):
+            dex.w_d.copy_(torch.randn(dex.w_d.shape, generator=generator) * 0.3)
+            dex.lambda_learn.fill_(0.4)
+    set_schedule(model, 10, 5)  # past the annealing: λ = λ_learn = 0.4
+    # O_h as o_proj receives it before DEX (hook first in line), on the answer rows
+    inputs: list[torch.Tensor] = []
+    hooks = [
+        layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda module, args: inputs.append(args[0][0, -ROWS:].clone()), prepend=True
+        )
+        for layer in model.model.layers
+    ]
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([ids]), use_cache=False)
+    for hook in hooks:
+        hook.remove()
+    records = [r for c in capture_rows(model, ids, ROWS).layers for r in layer_head_records(c, labels, "dex")]
+    for layer, (dex, heads_input) in enumerate(zip(dex_modules(model), inputs, strict=True)):
+        per_head = heads_input.reshape(ROWS, 4, 16)
+        for record in [r for r in records if r["layer"] == layer]:
+            head = record["head"]
+            selected = head in dex.heads
+            assert record["dex_selected"] == selected and record["dex_lambda"] == pytest.approx(0.4)
+            o = per_head[:, head]
+            expected = (
+                (0.4 * o @ dex.w_d.detach()).norm(dim=-1) / o.norm(dim=-1) if selected else torch.zeros(ROWS)
+            )
+            assert record["dex_relative_norm"] == pytest.approx(float(expected.mean()), abs=1e-4)
+    # DEX leaves a layer's maps untouched (later layers see its changed output, so only layer 0 compares)
+    first = [(m, t) for m, t in zip(base, records, strict=True) if m["layer"] == 0]
+    for mine, theirs in first:
+        for name in CATEGORIES:
+            assert theirs[name] == pytest.approx(mine[name], abs=1e-6)
+
+
+# --- A real NIAH sample and the command line -----------------------------------------------------
+
+
+def test_answer_region_is_the_answer_inside_the_needle(tiny_tokenizer: Any) -> None:
+    from diffbench.haystack.sources import load_source
+    from diffbench.specs import NiahSpec
+    from diffbench.tasks.niah import generate_samples
+
+    spec = NiahSpec(lengths=[256], depths=[0.0, 50.0, 100.0])
+    for sample in generate_samples(spec, tiny_tokenizer, load_source("prose", 0)):
+        start, end = answer_span(sample.input_ids, sample.needle_span, sample.answer, tiny_tokenizer)
+        assert sample.needle_span[0] <= start < end <= sample.needle_span[1]
+        assert tiny_tokenizer.decode(sample.input_ids[start:end]).strip() == sample.answer
+
+
+@pytest.fixture(scope="module")
+def diffllama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    return save_checkpoint("diff_v1", tmp_path_factory.mktemp("attn") / "tiny-diffllama", tiny_tokenizer_dir)[
+        0
+    ]
+
+
+def test_attn_cli_writes_records_summary_and_plots(
+    tiny_llama_dir: Path, diffllama_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "attn"
+    args = ["attn", "--model", str(tiny_llama_dir), "--model", str(diffllama_dir)]
+    args += ["--lengths", "256,384", "--depths", "0,100", "--key-chunk", "100", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "answer" in result.stdout and "noise" in result.stdout and "mean" in result.stdout
+    records = [json.loads(line) for line in (out / "attention.jsonl").read_text().splitlines()]
+    # 4 samples × 2 layers × (4 Llama heads + 2 differential heads of DiffLlama's 4 query heads)
+    assert len(records) == 4 * 2 * (4 + 2)
+    assert {r["variant"] for r in records} == {"baseline", "diff"}
+    for record in records:
+        assert sum(record[name] for name in PARTITION) == pytest.approx(1.0, abs=TOLERANCE)
+    manifest = json.loads((out / "attention_manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["models"]) == 2
+    assert manifest["options"] == {"key_chunk": 100, "prefill_chunk": 4096}
+    summary = json.loads((out / "attention_summary.json").read_text())
+    assert [row["model"] for row in summary["models"]] == ["tiny-llama", "tiny-diffllama"]
+    assert len(summary["layers"]) == 4 and len(summary["grid"]) == 8
+    diff_row = next(row for row in summary["models"] if row["variant"] == "diff")
+    assert diff_row["negative_share"] is not None and 0.0 <= diff_row["negative_share"] <= 1.0
+    for name in ["attention_layers", "attention_heads_tiny-llama", "attention_grid_tiny-diffllama"]:
+        assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.svg").stat().st_size > 0
+    assert len(list((out / "samples").glob("*.jsonl"))) == 1  # one tokenizer
+
+    refused = CliRunner().invoke(app, args)  # attention runs do not resume: --out must be new
+    assert refused.exit_code == 2 and "holds an attention run already" in refused.stderr
+
+    one = ["attn", "--model", str(tiny_llama_dir), "--lengths", "256", "--depths", "0%", "--key-chunk", "7"]
+    again = CliRunner().invoke(app, [*one, "--json", "--out", str(tmp_path / "json")])
+    assert again.exit_code == 0, again.stderr
+    payload = json.loads(again.stdout)
+    expected = [r for r in records if r["model"] == "tiny-llama" and r["sample_id"] == "niah/256/0/0"]
+    again_records = (tmp_path / "json" / "attention.jsonl").read_text().splitlines()
+    for mine, theirs in zip(expected, map(json.loads, again_records), strict=True):
+        assert theirs["answer"] == pytest.approx(mine["answer"], abs=1e-6)  # same sample, other chunking
+    assert payload["directory"] == str(tmp_path / "json") and payload["models"][0]["samples"] == 1
