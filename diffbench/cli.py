@@ -30,6 +30,40 @@ DEFAULT_LENGTHS = "1k-4k"
 DEFAULT_DEPTHS = "5"
 
 
+# Options shared by the commands that build a task spec (niah, attn) or run one (run).
+LengthsOption = Annotated[
+    str, typer.Option(help="Context lengths: '8k-64k' (doubling), '8k:64k:8k' (steps), '4096,12k'.")
+]
+DepthsOption = Annotated[
+    str, typer.Option(help="A count ('5' → 0,25,50,75,100%) or percentages ('0,50,100').")
+]
+SamplesOption = Annotated[int, typer.Option(min=1, help="Samples per depth × length cell.")]
+SeedOption = Annotated[int, typer.Option(help="Seed of every random choice (recorded in the manifest).")]
+HaystackOption = Annotated[
+    str,
+    typer.Option(help="'prose' (generated), 'noise' (repeated filler), 'essays' (Paul Graham), or a path."),
+]
+NeedleOption = Annotated[
+    str | None, typer.Option(help="A custom needle sentence (with --question, --answer).")
+]
+QuestionOption = Annotated[str | None, typer.Option(help="The question asked about a custom needle.")]
+AnswerOption = Annotated[str | None, typer.Option(help="The expected answer; must occur in the needle.")]
+AnswerPrefixOption = Annotated[
+    str | None, typer.Option(help="Text the answer turn starts with, e.g. 'The answer is'.")
+]
+AnswerBudgetOption = Annotated[
+    int, typer.Option(min=1, help="Tokens reserved for the answer; the prompt is length minus this.")
+]
+ChatTemplateOption = Annotated[str, typer.Option(help="auto | on | off")]
+RopeScalingOption = Annotated[
+    str, typer.Option(help="none | dynamic | yarn: stretch RoPE to run past the model's window.")
+]
+ResultsDirOption = Annotated[Path, typer.Option(help="Where default run directories go.")]
+DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """One red line and exit code 2 (usage) or 1 (runtime) for errors a user can act on; no traceback."""
@@ -132,46 +166,29 @@ def niah(
             "--model", "-m", help="Checkpoint directory, .gguf file, hub id, or 'smollm2'. Repeat to compare."
         ),
     ] = None,
-    lengths: Annotated[
-        str, typer.Option(help="Context lengths: '8k-64k' (doubling), '8k:64k:8k' (steps), '4096,12k'.")
-    ] = DEFAULT_LENGTHS,
-    depths: Annotated[
-        str, typer.Option(help="A count ('5' → 0,25,50,75,100%) or percentages ('0,50,100').")
-    ] = (DEFAULT_DEPTHS),
-    samples: Annotated[int, typer.Option(min=1, help="Samples per depth × length cell.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of every random choice (recorded in the manifest).")] = 0,
-    haystack: Annotated[
-        str,
-        typer.Option(
-            help="'prose' (generated), 'noise' (repeated filler), 'essays' (Paul Graham), or a path."
-        ),
-    ] = "prose",
-    needle: Annotated[
-        str | None, typer.Option(help="A custom needle sentence (with --question, --answer).")
-    ] = None,
-    question: Annotated[str | None, typer.Option(help="The question asked about a custom needle.")] = None,
-    answer: Annotated[str | None, typer.Option(help="The expected answer; must occur in the needle.")] = None,
-    answer_prefix: Annotated[
-        str | None, typer.Option(help="Text the answer turn starts with, e.g. 'The answer is'.")
-    ] = None,
-    answer_budget: Annotated[
-        int, typer.Option(min=1, help="Tokens reserved for the answer; the prompt is length minus this.")
-    ] = 32,
+    lengths: LengthsOption = DEFAULT_LENGTHS,
+    depths: DepthsOption = DEFAULT_DEPTHS,
+    samples: SamplesOption = 1,
+    seed: SeedOption = 0,
+    haystack: HaystackOption = "prose",
+    needle: NeedleOption = None,
+    question: QuestionOption = None,
+    answer: AnswerOption = None,
+    answer_prefix: AnswerPrefixOption = None,
+    answer_budget: AnswerBudgetOption = 32,
     generate: Annotated[
         bool,
         typer.Option("--generate", help="Also decode greedily and score the text with RULER's all/part."),
     ] = False,
-    chat_template: Annotated[str, typer.Option(help="auto | on | off")] = "auto",
-    rope_scaling: Annotated[
-        str, typer.Option(help="none | dynamic | yarn: stretch RoPE to run past the model's window.")
-    ] = "none",
+    chat_template: ChatTemplateOption = "auto",
+    rope_scaling: RopeScalingOption = "none",
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: results/<time>_niah_<model>).")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where default run directories go.")] = Path("results"),
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    results_dir: ResultsDirOption = Path("results"),
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    json_output: JsonOption = False,
     haystack_per_sample: Annotated[
         bool,
         typer.Option(
@@ -276,10 +293,10 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: results/<time>_<task>_<model>).")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where default run directories go.")] = Path("results"),
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    results_dir: ResultsDirOption = Path("results"),
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    json_output: JsonOption = False,
     prefix_sharing: Annotated[
         bool | None,
         typer.Option(
@@ -549,48 +566,31 @@ def attn(
             "--model", "-m", help="Checkpoint directory, .gguf file, hub id, or 'smollm2'. Repeat to compare."
         ),
     ] = None,
-    lengths: Annotated[
-        str, typer.Option(help="Context lengths: '8k-64k' (doubling), '8k:64k:8k' (steps), '4096,12k'.")
-    ] = "2k",
-    depths: Annotated[
-        str, typer.Option(help="A count ('5' → 0,25,50,75,100%) or percentages ('0,50,100').")
-    ] = "3",
-    samples: Annotated[int, typer.Option(min=1, help="Samples per depth × length cell.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of every random choice (recorded in the manifest).")] = 0,
-    haystack: Annotated[
-        str,
-        typer.Option(
-            help="'prose' (generated), 'noise' (repeated filler), 'essays' (Paul Graham), or a path."
-        ),
-    ] = "prose",
-    needle: Annotated[
-        str | None, typer.Option(help="A custom needle sentence (with --question, --answer).")
-    ] = None,
-    question: Annotated[str | None, typer.Option(help="The question asked about a custom needle.")] = None,
-    answer: Annotated[str | None, typer.Option(help="The expected answer; must occur in the needle.")] = None,
-    answer_prefix: Annotated[
-        str | None, typer.Option(help="Text the answer turn starts with, e.g. 'The answer is'.")
-    ] = None,
-    answer_budget: Annotated[
-        int, typer.Option(min=1, help="Tokens reserved for the answer; the prompt is length minus this.")
-    ] = 32,
-    chat_template: Annotated[str, typer.Option(help="auto | on | off")] = "auto",
-    rope_scaling: Annotated[
-        str, typer.Option(help="none | dynamic | yarn: stretch RoPE to run past the model's window.")
-    ] = "none",
+    lengths: LengthsOption = "2k",
+    depths: DepthsOption = "3",
+    samples: SamplesOption = 1,
+    seed: SeedOption = 0,
+    haystack: HaystackOption = "prose",
+    needle: NeedleOption = None,
+    question: QuestionOption = None,
+    answer: AnswerOption = None,
+    answer_prefix: AnswerPrefixOption = None,
+    answer_budget: AnswerBudgetOption = 32,
+    chat_template: ChatTemplateOption = "auto",
+    rope_scaling: RopeScalingOption = "none",
     out: Annotated[
         Path | None, typer.Option(help="A new run directory (default: results/<time>_attn_<model>).")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where default run directories go.")] = Path("results"),
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    results_dir: ResultsDirOption = Path("results"),
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
     key_chunk: Annotated[
         int, typer.Option(min=1, help="Keys per chunk of the softmax over the context (memory, not results).")
     ] = 8192,
     chunk_tokens: Annotated[
         int, typer.Option(min=1, help="Tokens per prefill chunk (memory, not results).")
     ] = 4096,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Where attention goes at the answer positions: needle, question, sinks, noise; per layer and head."""
     with user_errors():
@@ -715,7 +715,7 @@ def dex_adapt(
     seed: Annotated[int, typer.Option(help="Seed of the data order and text.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between resumable checkpoints.")] = 20,
     eval_sequences: Annotated[int, typer.Option(min=1, help="Held-out sequences for the loss.")] = 8,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: DeviceOption = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Adapt with λ annealing on a small token budget; progress on stderr, loss log in --out."""

@@ -146,22 +146,17 @@ def run_attention(
     options: AttentionOptions | None = None,
 ) -> AttentionOutcome:
     """Every model on the spec's samples; records, summary and plots in the run directory."""
-    from diffbench.engine.runner import default_run_directory, peak_memory_mb, unique_names
+    from diffbench.engine.runner import default_run_directory, peak_memory_mb, resolve_named_refs
     from diffbench.haystack.sources import load_source
     from diffbench.models.device import resolve_device, resolve_dtype
-    from diffbench.models.load import prepare_model, resolve_model_ref
+    from diffbench.models.load import prepare_model
     from diffbench.store import now_iso, write_json
     from diffbench.versions import environment_versions
 
     options = options or AttentionOptions()
     source = load_source(spec.haystack, spec.seed)
     spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
-    refs = [resolve_model_ref(text) for text in model_texts]
-    names = unique_names([ref.name for ref in refs])
-    refs = [
-        ref if ref.name == name else type(ref)(ref.text, name, ref.kind, ref.location)
-        for ref, name in zip(refs, names, strict=True)
-    ]
+    refs = resolve_named_refs(model_texts)
     device = resolve_device(device_choice)
     dtype = resolve_dtype(dtype_choice, device)
     on_event("status", f"preparing {len(refs)} model(s)")
@@ -169,7 +164,9 @@ def run_attention(
     for item in prepared:
         check_supported(item)
 
-    directory = fresh_directory(out or default_run_directory(results_root, "attn", names))
+    directory = fresh_directory(
+        out or default_run_directory(results_root, "attn", [ref.name for ref in refs])
+    )
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "attention",

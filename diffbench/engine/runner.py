@@ -24,7 +24,14 @@ from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixE
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.haystack.sources import load_source
 from diffbench.models.device import attention_implementation, dtype_name, resolve_device, resolve_dtype
-from diffbench.models.load import LoadedModel, PreparedModel, load_weights, prepare_model, resolve_model_ref
+from diffbench.models.load import (
+    LoadedModel,
+    ModelRef,
+    PreparedModel,
+    load_weights,
+    prepare_model,
+    resolve_model_ref,
+)
 from diffbench.scoring import ruler_all, ruler_part
 from diffbench.specs import NiahSpec, Record, Sample
 from diffbench.store import RunFiles, RunStore, find_resumable
@@ -89,6 +96,16 @@ def unique_names(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         result.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return result
+
+
+def resolve_named_refs(model_texts: list[str]) -> list[ModelRef]:
+    """Every --model resolved, repeats renamed name#2, name#3 so their records never mix."""
+    refs = [resolve_model_ref(text) for text in model_texts]
+    names = unique_names([ref.name for ref in refs])
+    return [
+        ref if ref.name == name else type(ref)(ref.text, name, ref.kind, ref.location)
+        for ref, name in zip(refs, names, strict=True)
+    ]
 
 
 def record_for(
@@ -184,12 +201,7 @@ def run_niah(
     """
     source = load_source(spec.haystack, spec.seed)
     spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
-    refs = [resolve_model_ref(text) for text in model_texts]
-    names = unique_names([ref.name for ref in refs])
-    refs = [
-        ref if ref.name == name else type(ref)(ref.text, name, ref.kind, ref.location)
-        for ref, name in zip(refs, names, strict=True)
-    ]
+    refs = resolve_named_refs(model_texts)
     device = resolve_device(rank_device(device_choice))
     dtype = resolve_dtype(dtype_choice, device)
     options = options or EngineOptions()
