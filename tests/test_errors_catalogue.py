@@ -626,6 +626,7 @@ CASES = [
     Case(
         "E-MEMORY-AND-CHUNKS", niah("--max-memory", "8GB", "--chunk-tokens", "512"), "both set the chunk size"
     ),
+    Case("E-DEVICE-MAP-UNKNOWN", niah("--device-map", "balanced"), "unknown --device-map"),
     # Devices
     Case("E-DEVICE-UNKNOWN", niah("--device", "tpu"), "unknown --device"),
     Case("E-DEVICE-NO-CUDA", niah("--device", "cuda"), "no CUDA device is available", marks=(NO_CUDA,)),
