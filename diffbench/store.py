@@ -28,6 +28,8 @@ RECORDS = "records.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
 SHARDS = "shards"
+# Equal options but another fingerprint: the spec gained a field since (e.g. haystack_per_sample).
+OLDER_SAMPLES = "how its samples were built: an older diffbench wrote it"
 
 
 def now_iso() -> str:
@@ -230,7 +232,7 @@ class RunStore(RunFiles):
                 lock_handle.close()
                 raise RunDirectoryError(
                     f"{str(directory)!r} holds a run with a different task spec "
-                    f"(it differs in {', '.join(spec_difference(manifest.spec, spec)) or 'its spec'}); "
+                    f"(it differs in {', '.join(spec_difference(manifest.spec, spec)) or OLDER_SAMPLES}); "
                     "pass another --out, or repeat the original options to resume it"
                 )
             manifest.status = "running"

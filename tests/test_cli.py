@@ -219,6 +219,23 @@ def test_a_different_spec_in_the_same_out_is_refused(
     assert json.loads((out / "manifest.json").read_text())["seed"] == 0
 
 
+def test_a_run_written_by_an_older_diffbench_is_refused_by_name(
+    base_run: tuple[Invocation, Path], tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """Same options, but the spec fingerprint of another diffbench (its spec had fewer fields)."""
+    import shutil
+
+    _, out = base_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["spec_fingerprint"] = "0" * 16
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    outcome = niah([tiny_llama_dir], old, *GRID)
+    assert outcome.exit_code == 2
+    assert "an older diffbench wrote it" in error_line(outcome)
+
+
 def test_two_models_run_on_identical_samples(
     tmp_path: Path, tiny_llama_dir: Path, tiny_llama_chat_dir: Path
 ) -> None:
