@@ -224,29 +224,19 @@ def niah(
 ) -> None:
     """Needle-in-a-haystack over a depth × length grid, token-exact in each model's tokenizer."""
     with user_errors():
-        from diffbench.lengths import parse_depths, parse_lengths
-        from diffbench.specs import NiahSpec
+        from diffbench.tasks.niah import build_niah_spec
 
-        if chat_template not in ("auto", "on", "off"):
-            raise UsageError(f"unknown --chat-template {chat_template!r}: use auto, on or off")
-        if rope_scaling not in ("none", "dynamic", "yarn"):
-            raise UsageError(f"unknown --rope-scaling {rope_scaling!r}: use none, dynamic or yarn")
-        grid_lengths = parse_lengths(lengths)
-        if grid_lengths[0] <= answer_budget:
-            raise UsageError(
-                f"length {grid_lengths[0]} leaves no room for a prompt after --answer-budget {answer_budget}"
-            )
-        spec = NiahSpec(
-            lengths=grid_lengths,
-            depths=parse_depths(depths),
-            samples_per_cell=samples,
-            seed=seed,
-            haystack=haystack,
-            needle=build_needle(needle, question, answer, answer_prefix),
-            chat_template=chat_template,  # type: ignore[arg-type]
-            answer_budget=answer_budget,
+        spec = build_niah_spec(
+            lengths,
+            depths,
+            samples,
+            seed,
+            haystack,
+            build_needle(needle, question, answer, answer_prefix),
+            chat_template,
+            answer_budget,
+            rope_scaling,
             generate=generate,
-            rope_scaling=rope_scaling,  # type: ignore[arg-type]
             haystack_per_sample=haystack_per_sample,
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
@@ -595,10 +585,11 @@ def attn(
     """Where attention goes at the answer positions: needle, question, sinks, noise; per layer and head."""
     with user_errors():
         from diffbench.analysis.attention_plots import table3
-        from diffbench.analysis.attention_run import AttentionOptions, build_spec, run_attention
+        from diffbench.analysis.attention_run import AttentionOptions, run_attention
         from diffbench.progress import sample_progress
+        from diffbench.tasks.niah import build_niah_spec
 
-        spec = build_spec(
+        spec = build_niah_spec(
             lengths,
             depths,
             samples,

@@ -52,43 +52,6 @@ class AttentionOutcome:
     files: list[Path] = field(default_factory=list)
 
 
-def build_spec(
-    lengths: str,
-    depths: str,
-    samples: int,
-    seed: int,
-    haystack: str,
-    needle: Any,
-    chat_template: str,
-    answer_budget: int,
-    rope_scaling: str,
-) -> Any:
-    """The NiahSpec behind an attention run, checked as niah checks its options."""
-    from diffbench.lengths import parse_depths, parse_lengths
-    from diffbench.specs import NiahSpec
-
-    if chat_template not in ("auto", "on", "off"):
-        raise UsageError(f"unknown --chat-template {chat_template!r}: use auto, on or off")
-    if rope_scaling not in ("none", "dynamic", "yarn"):
-        raise UsageError(f"unknown --rope-scaling {rope_scaling!r}: use none, dynamic or yarn")
-    grid_lengths = parse_lengths(lengths)
-    if grid_lengths[0] <= answer_budget:
-        raise UsageError(
-            f"length {grid_lengths[0]} leaves no room for a prompt after --answer-budget {answer_budget}"
-        )
-    return NiahSpec(
-        lengths=grid_lengths,
-        depths=parse_depths(depths),
-        samples_per_cell=samples,
-        seed=seed,
-        haystack=haystack,
-        needle=needle,
-        chat_template=chat_template,  # type: ignore[arg-type]
-        answer_budget=answer_budget,
-        rope_scaling=rope_scaling,  # type: ignore[arg-type]
-    )
-
-
 def fresh_directory(directory: Path) -> Path:
     """Create --out, refusing one that already holds an attention run (there is no resume to mix into)."""
     from diffbench.store import ensure_directory

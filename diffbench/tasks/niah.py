@@ -18,7 +18,7 @@ from diffbench.errors import UsageError
 from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble
 from diffbench.haystack.sources import HaystackSource
 from diffbench.seeding import rng_for
-from diffbench.specs import NiahSpec, Sample
+from diffbench.specs import NeedleSpec, NiahSpec, Sample
 
 KEY_ADJECTIVES = (
     "amber", "brisk", "calm", "dusty", "eager", "faint", "gentle", "hollow", "icy", "jolly",
@@ -132,4 +132,44 @@ def _build(
         haystack_span=built.haystack_span,
         chat_template=chat,
         prompt_sha256=digest,
+    )
+
+
+def build_niah_spec(
+    lengths: str,
+    depths: str,
+    samples: int,
+    seed: int,
+    haystack: str,
+    needle: NeedleSpec,
+    chat_template: str,
+    answer_budget: int,
+    rope_scaling: str,
+    generate: bool = False,
+    haystack_per_sample: bool = False,
+) -> NiahSpec:
+    """The NiahSpec of command-line options (niah, attn), each checked with a one-line usage error."""
+    from diffbench.lengths import parse_depths, parse_lengths
+
+    if chat_template not in ("auto", "on", "off"):
+        raise UsageError(f"unknown --chat-template {chat_template!r}: use auto, on or off")
+    if rope_scaling not in ("none", "dynamic", "yarn"):
+        raise UsageError(f"unknown --rope-scaling {rope_scaling!r}: use none, dynamic or yarn")
+    grid_lengths = parse_lengths(lengths)
+    if grid_lengths[0] <= answer_budget:
+        raise UsageError(
+            f"length {grid_lengths[0]} leaves no room for a prompt after --answer-budget {answer_budget}"
+        )
+    return NiahSpec(
+        lengths=grid_lengths,
+        depths=parse_depths(depths),
+        samples_per_cell=samples,
+        seed=seed,
+        haystack=haystack,
+        needle=needle,
+        chat_template=chat_template,  # type: ignore[arg-type]
+        answer_budget=answer_budget,
+        generate=generate,
+        rope_scaling=rope_scaling,  # type: ignore[arg-type]
+        haystack_per_sample=haystack_per_sample,
     )
