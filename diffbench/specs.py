@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,6 +57,41 @@ class NiahSpec(BaseModel):
     def fingerprint(self) -> str:
         """A short hash that identifies the sample set and scoring; a resumed run must match it."""
         return stable_hash(self.model_dump(mode="json"))[:16]
+
+
+HallucMode = Literal["generate", "forced", "both"]
+
+
+class HallucSpec(BaseModel):
+    """Everything that decides the items of a hallucination-probe run (`diffbench halluc`) and their scoring.
+
+    Same field names as NiahSpec where the meaning is the same (lengths, depths, samples_per_cell, seed,
+    haystack), so reports that describe a run read either kind.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["halluc"] = "halluc"
+    probes: list[str]
+    lengths: list[int]
+    depths: list[float] = [0.0, 25.0, 50.0, 75.0, 100.0]
+    samples_per_cell: int = Field(100, ge=1)  # items per probe and length; depths cycle over them
+    seed: int = 0
+    mode: HallucMode = "both"
+    haystack: str = "prose"
+    haystack_fingerprint: str = ""
+    chat_template: ChatTemplateMode = "auto"
+    rope_scaling: RopeScaling = "none"
+    dataset: str | None = None
+    dataset_fingerprint: str = ""
+    judge: str | None = None
+
+    def fingerprint(self) -> str:
+        """A short hash that identifies the item set and scoring; a resumed run must match it."""
+        return stable_hash(self.model_dump(mode="json"))[:16]
+
+
+TaskSpec = Annotated[NiahSpec | HallucSpec, Field(discriminator="task")]
 
 
 class Sample(BaseModel):
@@ -112,6 +147,7 @@ class Record(BaseModel):
     device: str
     dtype: str
     seconds: float
+    details: dict[str, Any] | None = None  # a task's own fields (halluc probes: checks, candidates, judge)
 
 
 class ModelEntry(BaseModel):
@@ -144,7 +180,7 @@ class RunManifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str
     task: str
-    spec: NiahSpec
+    spec: TaskSpec
     spec_fingerprint: str
     seed: int
     status: RunStatus = "running"
@@ -159,7 +195,7 @@ class RunManifest(BaseModel):
     engine: dict[str, dict[str, object]] = {}
 
 
-def spec_difference(first: NiahSpec, second: NiahSpec) -> list[str]:
+def spec_difference(first: BaseModel, second: BaseModel) -> list[str]:
     """Names of the spec fields that differ (empty when the specs are equal)."""
     a, b = first.model_dump(mode="json"), second.model_dump(mode="json")
     return [key for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]

@@ -21,7 +21,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from diffbench.errors import DiffbenchError, RunDirectoryError
-from diffbench.specs import SCHEMA_VERSION, ModelEntry, NiahSpec, Record, RunManifest, Sample, spec_difference
+from diffbench.specs import (
+    SCHEMA_VERSION,
+    HallucSpec,
+    ModelEntry,
+    NiahSpec,
+    Record,
+    RunManifest,
+    Sample,
+    spec_difference,
+)
 
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
@@ -221,7 +230,12 @@ class RunStore(RunFiles):
 
     @classmethod
     def open(
-        cls, directory: Path, spec: NiahSpec, run_id: str, requested_models: list[str], command: list[str]
+        cls,
+        directory: Path,
+        spec: NiahSpec | HallucSpec,
+        run_id: str,
+        requested_models: list[str],
+        command: list[str],
     ) -> RunStore:
         """Create a run directory or resume the one there; a different spec in it is refused."""
         ensure_directory(directory)
@@ -349,7 +363,7 @@ def acquire_lock(directory: Path) -> Any:
     return handle
 
 
-def find_resumable(root: Path, spec: NiahSpec, requested_models: list[str]) -> Path | None:
+def find_resumable(root: Path, spec: NiahSpec | HallucSpec, requested_models: list[str]) -> Path | None:
     """The newest unfinished run under ``root`` with this spec and these models, to resume by default."""
     if not root.is_dir():
         return None

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from diffbench.errors import UsageError
 from diffbench.report.runs import Run
-from diffbench.specs import spec_difference
+from diffbench.specs import NiahSpec, spec_difference
 from diffbench.stats import DEFAULT_RESAMPLES, holm_adjust, mcnemar_exact, paired_bootstrap, wilson_interval
 
 Level = Literal["overall", "task", "cell"]
@@ -452,7 +452,7 @@ def run_candidate(
     from diffbench.engine.runner import run_niah
     from diffbench.report.run_report import write_run_report
 
-    if baseline.manifest.task != "niah":
+    if not isinstance(baseline.manifest.spec, NiahSpec):
         raise UsageError(
             f"--candidate-model can rerun niah runs only; {baseline.run_id!r} is a "
             f"{baseline.manifest.task!r} run: run the candidate yourself and pass --candidate RUN_DIR"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffbench.errors import UsageError
-from diffbench.specs import ModelEntry, NiahSpec, RunManifest, spec_difference
+from diffbench.specs import HallucSpec, ModelEntry, NiahSpec, RunManifest, spec_difference
 from diffbench.store import MANIFEST, RECORDS, read_manifest, read_records
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def _first(records: list[dict[str, Any]], key: str) -> str:
     return str(records[0][key]) if records else ""
 
 
-def describe_spec(spec: NiahSpec) -> str:
+def describe_spec(spec: NiahSpec | HallucSpec) -> str:
     """A short human label for a sample set, e.g. 'niah 1K–2K, 3 depths, prose, seed 0'."""
     from diffbench.lengths import format_length
 
@@ -185,4 +185,5 @@ def describe_spec(spec: NiahSpec) -> str:
         span += format_length(lengths[-1])
     samples = f", {spec.samples_per_cell} per cell" if spec.samples_per_cell > 1 else ""
     haystack = spec.haystack if len(spec.haystack) <= 24 else "…" + spec.haystack[-23:]
-    return f"{spec.task} {span}, {len(spec.depths)} depths{samples}, {haystack}, seed {spec.seed}"
+    task = spec.task if isinstance(spec, NiahSpec) else f"halluc ({', '.join(spec.probes)})"
+    return f"{task} {span}, {len(spec.depths)} depths{samples}, {haystack}, seed {spec.seed}"
