@@ -109,8 +109,37 @@ def assemble(
     so at 100% it precedes the cut fragment rather than following half a sentence. The haystack
     opens with a paragraph break, so a needle at the very start forms its own first paragraph.
     """
-    needle_mid = haystack.encoder.encode(" " + needle_text)
-    fixed = len(prefix_ids) + len(suffix_ids) + len(needle_mid)
+    built = assemble_needles(prefix_ids, suffix_ids, haystack, [(needle_text, depth)], prompt_tokens)
+    return Assembled(built.input_ids, built.needle_spans[0], built.haystack_span)
+
+
+@dataclass(frozen=True)
+class AssembledNeedles:
+    """A prompt with several needles: their spans in the order they were given, as [start, end)."""
+
+    input_ids: list[int]
+    needle_spans: list[tuple[int, int]]
+    haystack_span: tuple[int, int]
+    insertions: list[int]  # each needle's insertion point in the needle-free haystack (tokens)
+    haystack_tokens: int  # the needle-free haystack's length
+
+
+def assemble_needles(
+    prefix_ids: list[int],
+    suffix_ids: list[int],
+    haystack: TokenizedHaystack,
+    needles: list[tuple[str, float]],
+    prompt_tokens: int,
+) -> AssembledNeedles:
+    """``assemble`` for (text, depth%) needles: each at the sentence boundary nearest its own depth.
+
+    Depths are fractions of the needle-free haystack, so one needle's place never depends on another's
+    length. Needles that meet at one boundary keep the given order (the answer needle, listed first,
+    stays nearest its depth); the first needle at boundary 0 opens its own paragraph, as ``assemble``'s.
+    """
+    encoder = haystack.encoder
+    mid = [encoder.encode(" " + text) for text, _ in needles]
+    fixed = len(prefix_ids) + len(suffix_ids) + sum(len(ids) for ids in mid)
     budget = prompt_tokens - fixed
     if budget < MIN_HAYSTACK_TOKENS:
         raise UsageError(
@@ -118,19 +147,18 @@ def assemble(
             f"tokens, leaving {max(budget, 0)} for the haystack (need at least {MIN_HAYSTACK_TOKENS}); "
             "use longer --lengths"
         )
-    haystack.ensure(budget)
-    boundaries, position = [0], 0
-    for ids in haystack.unit_ids:  # ends of whole sentences only: the cut fragment at the end is no boundary
-        position += len(ids)
-        if position > budget:
+    needle_ids = mid
+    placed = _place(haystack, needles, budget)
+    for _ in range(len(needles) + 1):  # a paragraph-opening needle changes the budget: place again
+        needle_ids = list(mid)
+        at_start = [index for index, boundary in enumerate(placed) if boundary == 0]
+        if at_start:
+            needle_ids[at_start[0]] = encoder.encode(PARAGRAPH_BREAK + needles[at_start[0]][0])
+        new_budget = prompt_tokens - len(prefix_ids) - len(suffix_ids) - sum(len(ids) for ids in needle_ids)
+        if new_budget == budget:
             break
-        boundaries.append(position)
-    boundary = nearest_boundary(boundaries, depth / 100.0 * budget)
-    needle_ids = needle_mid
-    if boundary == 0:
-        needle_ids = haystack.encoder.encode(PARAGRAPH_BREAK + needle_text)
-        budget = prompt_tokens - len(prefix_ids) - len(suffix_ids) - len(needle_ids)
-        haystack.ensure(budget)
+        budget = new_budget
+        placed = _place(haystack, needles, budget)
     flat: list[int] = []
     for ids in haystack.unit_ids:
         if len(flat) >= budget:
@@ -138,10 +166,32 @@ def assemble(
         flat.extend(ids)
     hay_ids = flat[:budget]
     start = len(prefix_ids)
-    input_ids = prefix_ids + hay_ids[:boundary] + needle_ids + hay_ids[boundary:] + suffix_ids
-    needle_start = start + boundary
-    return Assembled(
+    input_ids = list(prefix_ids)
+    spans: list[tuple[int, int]] = [(0, 0)] * len(needles)
+    cursor = 0
+    for index in sorted(range(len(needles)), key=lambda i: (placed[i], i)):
+        input_ids.extend(hay_ids[cursor : placed[index]])
+        cursor = placed[index]
+        spans[index] = (len(input_ids), len(input_ids) + len(needle_ids[index]))
+        input_ids.extend(needle_ids[index])
+    input_ids.extend(hay_ids[cursor:])
+    input_ids.extend(suffix_ids)
+    return AssembledNeedles(
         input_ids=input_ids,
-        needle_span=(needle_start, needle_start + len(needle_ids)),
-        haystack_span=(start, start + len(hay_ids) + len(needle_ids)),
+        needle_spans=spans,
+        haystack_span=(start, start + len(hay_ids) + sum(len(ids) for ids in needle_ids)),
+        insertions=placed,
+        haystack_tokens=len(hay_ids),
     )
+
+
+def _place(haystack: TokenizedHaystack, needles: list[tuple[str, float]], budget: int) -> list[int]:
+    """Each needle's sentence boundary (a token offset into the haystack) for a haystack of ``budget``."""
+    haystack.ensure(budget)
+    boundaries, position = [0], 0
+    for ids in haystack.unit_ids:  # ends of whole sentences only: the cut fragment at the end is no boundary
+        position += len(ids)
+        if position > budget:
+            break
+        boundaries.append(position)
+    return [nearest_boundary(boundaries, depth / 100.0 * budget) for _, depth in needles]
