@@ -175,7 +175,28 @@ def niah(
     question: QuestionOption = None,
     answer: AnswerOption = None,
     answer_prefix: AnswerPrefixOption = None,
-    answer_budget: AnswerBudgetOption = 32,
+    answer_budget: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Tokens reserved for the answer; the prompt is length minus this "
+            "(default: 32 per asked needle, 64 with --values uuids).",
+        ),
+    ] = None,
+    needles: Annotated[
+        int, typer.Option(min=1, help="Needles per prompt (N); the first asked one sits at each depth.")
+    ] = 1,
+    queries: Annotated[
+        int | None,
+        typer.Option(min=1, help="Needles asked (R ≤ N; default 1, all N with --kind multivalue)."),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="multikey | multiquery | multivalue (RULER); default from --queries."),
+    ] = None,
+    values: Annotated[
+        str, typer.Option(help="Needle values: numbers (7 digits) | words | uuids.")
+    ] = "numbers",
     generate: Annotated[
         bool,
         typer.Option("--generate", help="Also decode greedily and score the text with RULER's all/part."),
@@ -238,6 +259,10 @@ def niah(
             rope_scaling,
             generate=generate,
             haystack_per_sample=haystack_per_sample,
+            needles=needles,
+            queries=queries,
+            kind=kind,
+            values=values,
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
         execute_niah(spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, json_output, options)

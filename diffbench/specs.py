@@ -18,6 +18,16 @@ SCHEMA_VERSION = 1
 ChatTemplateMode = Literal["auto", "on", "off"]
 RopeScaling = Literal["none", "dynamic", "yarn"]
 RunStatus = Literal["running", "complete", "failed", "interrupted"]
+NeedleKind = Literal["multikey", "multivalue", "multiquery"]
+NeedleValues = Literal["numbers", "words", "uuids"]
+# Multi-needle fields and their single-needle defaults: left out of the fingerprint at these values,
+# so a single-needle spec keeps the fingerprint it had before they existed (old runs still resume).
+MULTI_NEEDLE_DEFAULTS: dict[str, object] = {
+    "needles": 1,
+    "queries": 1,
+    "kind": "multikey",
+    "values": "numbers",
+}
 
 
 class NeedleSpec(BaseModel):
@@ -53,10 +63,23 @@ class NiahSpec(BaseModel):
     answer_budget: int = Field(32, ge=1)
     generate: bool = False
     rope_scaling: RopeScaling = "none"
+    needles: int = Field(default=1, ge=1)  # N needles in each prompt (the Diff paper's N)
+    queries: int = Field(default=1, ge=1)  # R of them asked (the Diff paper's R)
+    kind: NeedleKind = "multikey"  # RULER's variant: distinct keys (multikey/multiquery) or one key
+    values: NeedleValues = "numbers"  # 7-digit numbers, words or UUIDs
+
+    @property
+    def multi_needle(self) -> bool:
+        """Whether samples leave the single-needle path (whose samples predate these fields)."""
+        return self.needles > 1 or self.queries > 1 or self.kind == "multivalue" or self.values != "numbers"
 
     def fingerprint(self) -> str:
         """A short hash that identifies the sample set and scoring; a resumed run must match it."""
-        return stable_hash(self.model_dump(mode="json"))[:16]
+        payload = self.model_dump(mode="json")
+        for name, default in MULTI_NEEDLE_DEFAULTS.items():
+            if payload[name] == default:
+                del payload[name]
+        return stable_hash(payload)[:16]
 
 
 HallucMode = Literal["generate", "forced", "both"]
@@ -94,6 +117,32 @@ class HallucSpec(BaseModel):
 TaskSpec = Annotated[NiahSpec | HallucSpec, Field(discriminator="task")]
 
 
+class PlacedNeedle(BaseModel):
+    """One needle of a multi-needle prompt: what it says, where it is, and in which turn it is asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    value: str
+    span: tuple[int, int]  # [start, end) token indices in the prompt
+    depth: float  # the depth it was placed at (the answer needle: the cell's depth; others: seeded)
+    query: int | None = None  # its position in the asked order (0 = the answer needle); None: a distractor
+
+
+class NeedleResult(BaseModel):
+    """One needle in a record: its placement plus, when asked, whether and how surely it was retrieved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    value: str
+    span: tuple[int, int]
+    depth: float
+    query: int | None = None
+    retrieved: bool | None = None  # asked needles: greedy-exact (teacher-forced) or found in the text
+    logprob: float | None = None  # asked needles, teacher-forced: log-prob of the value's tokens
+
+
 class Sample(BaseModel):
     """One token-exact prompt, fitted to one tokenizer. Spans are [start, end) token indices."""
 
@@ -115,6 +164,10 @@ class Sample(BaseModel):
     haystack_span: tuple[int, int]
     chat_template: bool
     prompt_sha256: str
+    # Multi-needle samples only (None on single-needle ones, and on samples of older runs):
+    needles: list[PlacedNeedle] | None = None
+    answers: list[str] | None = None  # the asked needles' gold answers, in the asked order
+    answer_value_spans: list[tuple[int, int]] | None = None  # each asked value's [start, end) in answer_ids
 
 
 class Record(BaseModel):
@@ -147,6 +200,9 @@ class Record(BaseModel):
     device: str
     dtype: str
     seconds: float
+    # Multi-needle records only (absent in older runs, None on single-needle records):
+    recall: float | None = None  # fraction of the asked needles retrieved; `correct` needs all of them
+    needles: list[NeedleResult] | None = None
     details: dict[str, Any] | None = None  # a task's own fields (halluc probes: checks, candidates, judge)
 
 

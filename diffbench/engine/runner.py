@@ -33,7 +33,7 @@ from diffbench.models.load import (
     resolve_model_ref,
 )
 from diffbench.scoring import ruler_all, ruler_part
-from diffbench.specs import NiahSpec, Record, Sample
+from diffbench.specs import NeedleResult, NiahSpec, Record, Sample
 from diffbench.store import RunFiles, RunStore, find_resumable
 from diffbench.tasks.niah import generate_samples
 
@@ -111,16 +111,42 @@ def resolve_named_refs(model_texts: list[str]) -> list[ModelRef]:
 def record_for(
     loaded: LoadedModel, sample: Sample, spec: NiahSpec, run_id: str, scored: AnswerScore, seconds: float
 ) -> Record:
-    """Teacher-forced verdict always; with spec.generate the greedy text scored by RULER's rules instead."""
+    """Teacher-forced verdict always; with spec.generate the greedy text scored by RULER's rules instead.
+
+    A multi-needle record is correct when every asked value is retrieved (RULER's ``all`` = 1), and
+    carries the recall (the fraction retrieved) and each needle's placement and result.
+    """
     prediction = None
     all_score = part_score = None
+    golds = sample.answers or [sample.answer]
     if spec.generate:
         prediction = loaded.tokenizer.decode(scored.generated_ids or [], skip_special_tokens=True).strip()
-        all_score = ruler_all(prediction, [sample.answer])
-        part_score = ruler_part(prediction, [sample.answer])
+        all_score = ruler_all(prediction, golds)
+        part_score = ruler_part(prediction, golds)
         correct, score = all_score == 1.0, all_score
     else:
         correct, score = scored.greedy_exact, float(scored.greedy_exact)
+    answer_logprob, greedy_exact = scored.answer_logprob, scored.greedy_exact
+    recall = needles = None
+    if sample.needles is not None and sample.answer_value_spans is not None:
+        values = [scored.span(start, end) for start, end in sample.answer_value_spans]
+        answer_logprob = sum(logprob for logprob, _ in values)  # the values' tokens, not the connectors
+        found = [greedy for _, greedy in values]
+        greedy_exact = all(found)  # every value greedy given the teacher-forced connectors
+        if prediction is not None:
+            found = [ruler_all(prediction, [gold]) == 1.0 for gold in golds]
+        else:
+            all_score, part_score = sum(found) / len(found), float(any(found))
+            correct, score = all(found), all_score
+        recall = sum(found) / len(found)
+        needles = [
+            NeedleResult(
+                **needle.model_dump(),
+                retrieved=None if needle.query is None else found[needle.query],
+                logprob=None if needle.query is None else round(values[needle.query][0], 6),
+            )
+            for needle in sample.needles
+        ]
     return Record(
         run_id=run_id,
         sample_id=sample.sample_id,
@@ -137,8 +163,8 @@ def record_for(
         correct=correct,
         score=score,
         scoring="generate" if spec.generate else "teacher_forced",
-        greedy_exact=scored.greedy_exact,
-        answer_logprob=round(scored.answer_logprob, 6),
+        greedy_exact=greedy_exact,
+        answer_logprob=round(answer_logprob, 6),
         answer_tokens=len(sample.answer_ids),
         ruler_all=all_score,
         ruler_part=part_score,
@@ -146,7 +172,16 @@ def record_for(
         device=loaded.entry.device,
         dtype=loaded.entry.dtype,
         seconds=round(seconds, 4),
+        recall=recall,
+        needles=needles,
     )
+
+
+def fork_hint(sample: Sample) -> int:
+    """Where the sample may stop sharing tokens with others: its first needle (the earliest one)."""
+    if sample.needles:
+        return min(needle.span[0] for needle in sample.needles)
+    return sample.needle_span[0]
 
 
 def score_samples(
@@ -164,7 +199,7 @@ def score_samples(
     batch = options.batch_size or auto_batch_size(device, memory)
     memory = dataclasses.replace(memory, batch_size=batch)
     engine = SharedPrefixEngine(loaded.model, memory.chunk_tokens, options.prefix_sharing, batch)
-    jobs = [PromptJob(s.input_ids, s.answer_ids, s.needle_span[0]) for s in samples]
+    jobs = [PromptJob(s.input_ids, s.answer_ids, fork_hint(s)) for s in samples]
 
     def results() -> Iterator[tuple[Sample, AnswerScore, float]]:
         for done in engine.run(jobs, generation):

@@ -15,7 +15,7 @@ from typing import Any
 
 from diffbench.engine.kv_cache import ReservedCache, reserved_cache_for
 from diffbench.engine.prefix_plan import Branch, Trunk, plan_trunks
-from diffbench.engine.teacher_forcing import AnswerScore, answer_stats, greedy_continuation
+from diffbench.engine.teacher_forcing import AnswerScore, answer_score, greedy_continuation
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,7 @@ class SharedPrefixEngine:
         keep = len(group[0].answer_ids)
         logits = self._feed(batch_cache, [job.input_ids[fork:] + job.answer_ids[:-1] for job in group], keep)
         self.batched_rows += len(group)
-        scores = []
-        for row, job in zip(logits, group, strict=True):
-            logprob, greedy = answer_stats(row, job.answer_ids)
-            scores.append(AnswerScore(answer_logprob=logprob, greedy_exact=greedy))
-        return scores
+        return [answer_score(row, job.answer_ids) for row, job in zip(logits, group, strict=True)]
 
     def _score_branch(
         self, cache: ReservedCache, job: PromptJob, fork: int, generation: Generation | None
@@ -159,14 +155,13 @@ class SharedPrefixEngine:
         answer = job.answer_ids
         if generation is None:
             logits = self._feed(cache, [job.input_ids[fork:] + answer[:-1]], keep=len(answer))[0]
-            logprob, greedy = answer_stats(logits, answer)
-            return AnswerScore(answer_logprob=logprob, greedy_exact=greedy)
+            return answer_score(logits, answer)
         parts = [self._feed(cache, [job.input_ids[fork:]], keep=1)[0]]
         if len(answer) > 1:
             parts.append(self._feed(cache, [answer[:-1]], keep=len(answer) - 1)[0])
-        logprob, greedy = answer_stats(torch.cat(parts, dim=0), answer)
+        logits = torch.cat(parts, dim=0)
         prompt = torch.tensor([job.input_ids], device=self.device)
         generated = greedy_continuation(
             self.model, prompt, cache, generation.max_new_tokens, generation.eos_token_id
         )
-        return AnswerScore(answer_logprob=logprob, greedy_exact=greedy, generated_ids=generated)
+        return answer_score(logits, answer, generated)

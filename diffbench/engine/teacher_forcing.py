@@ -19,17 +19,36 @@ class AnswerScore:
     answer_logprob: float
     greedy_exact: bool
     generated_ids: list[int] | None = None
+    # Per answer token, so a multi-needle answer can be scored value by value (connectors left out):
+    token_logprobs: tuple[float, ...] = ()
+    token_greedy: tuple[bool, ...] = ()
+
+    def span(self, start: int, end: int) -> tuple[float, bool]:
+        """Log-prob and greedy verdict of answer tokens [start, end), e.g. one asked value."""
+        return sum(self.token_logprobs[start:end]), all(self.token_greedy[start:end])
 
 
 def answer_stats(logits: Any, answer_ids: list[int]) -> tuple[float, bool]:
     """Sum of answer log-probs and whether each answer token is the argmax; logits: [len(answer), vocab]."""
+    score = answer_score(logits, answer_ids)
+    return score.answer_logprob, score.greedy_exact
+
+
+def answer_score(logits: Any, answer_ids: list[int], generated_ids: list[int] | None = None) -> AnswerScore:
+    """The AnswerScore of logits [len(answer), vocab] at the answer positions, with per-token figures."""
     import torch
 
     logits = logits.float()
     targets = torch.tensor(answer_ids, device=logits.device)
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
-    greedy = bool((logits.argmax(dim=-1) == targets).all())
-    return float(logprobs.sum()), greedy
+    hits = logits.argmax(dim=-1) == targets
+    return AnswerScore(
+        answer_logprob=float(logprobs.sum()),
+        greedy_exact=bool(hits.all()),
+        generated_ids=generated_ids,
+        token_logprobs=tuple(float(v) for v in logprobs.tolist()),
+        token_greedy=tuple(bool(v) for v in hits.tolist()),
+    )
 
 
 def score_answer(model: Any, input_ids: list[int], answer_ids: list[int]) -> AnswerScore:
@@ -40,8 +59,7 @@ def score_answer(model: Any, input_ids: list[int], answer_ids: list[int]) -> Ans
     sequence = torch.tensor([input_ids + answer_ids[:-1]], device=device)
     with torch.inference_mode():
         logits = model(input_ids=sequence, use_cache=False, logits_to_keep=len(answer_ids)).logits[0]
-    logprob, greedy = answer_stats(logits, answer_ids)
-    return AnswerScore(answer_logprob=logprob, greedy_exact=greedy)
+    return answer_score(logits, answer_ids)
 
 
 def score_and_generate(
@@ -64,9 +82,9 @@ def score_and_generate(
         if len(answer_ids) > 1:
             rest = torch.tensor([answer_ids[:-1]], device=device)
             parts.append(model(input_ids=rest, past_key_values=cache, use_cache=True).logits[0])
-        logprob, greedy = answer_stats(torch.cat(parts, dim=0), answer_ids)
+        logits = torch.cat(parts, dim=0)
         generated = greedy_continuation(model, prompt, cache, max_new_tokens, eos_token_id)
-    return AnswerScore(answer_logprob=logprob, greedy_exact=greedy, generated_ids=generated)
+    return answer_score(logits, answer_ids, generated)
 
 
 def greedy_continuation(

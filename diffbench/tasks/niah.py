@@ -1,4 +1,4 @@
-"""Single-needle needle-in-a-haystack samples over a depth × length grid.
+"""Needle-in-a-haystack samples over a depth × length grid (multi-needle ones: tasks/multi_needle.py).
 
 All samples read one haystack stream from its start, as RULER and the original NIAH do: depth,
 length and the needle are the only things that vary along the grid, and every prompt's text before
@@ -19,6 +19,13 @@ from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble
 from diffbench.haystack.sources import HaystackSource
 from diffbench.seeding import rng_for
 from diffbench.specs import NeedleSpec, NiahSpec, Sample
+from diffbench.tasks.multi_needle import (
+    answer_budget_per_query,
+    build_multi,
+    multi_sample_id,
+    needle_for_values,
+    needle_options,
+)
 
 KEY_ADJECTIVES = (
     "amber", "brisk", "calm", "dusty", "eager", "faint", "gentle", "hollow", "icy", "jolly",
@@ -79,9 +86,13 @@ def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> 
             haystack = TokenizedHaystack(encoder, source.units(index))
         for length in spec.lengths:
             for depth in spec.depths:
-                sample_id = f"niah/{length}/{depth:g}/{index}"
+                if spec.multi_needle:
+                    sample_id = multi_sample_id(spec, length, depth, index)
+                    build = build_multi
+                else:
+                    sample_id, build = f"niah/{length}/{depth:g}/{index}", _build
                 samples.append(
-                    _build(spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index)
+                    build(spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index)
                 )
     samples.sort(key=lambda s: (s.target_length, s.depth, s.sample_index))
     return samples
@@ -143,10 +154,14 @@ def build_niah_spec(
     haystack: str,
     needle: NeedleSpec,
     chat_template: str,
-    answer_budget: int,
+    answer_budget: int | None,
     rope_scaling: str,
     generate: bool = False,
     haystack_per_sample: bool = False,
+    needles: int = 1,
+    queries: int | None = None,
+    kind: str | None = None,
+    values: str = "numbers",
 ) -> NiahSpec:
     """The NiahSpec of command-line options (niah, attn), each checked with a one-line usage error."""
     from diffbench.lengths import parse_depths, parse_lengths
@@ -155,6 +170,10 @@ def build_niah_spec(
         raise UsageError(f"unknown --chat-template {chat_template!r}: use auto, on or off")
     if rope_scaling not in ("none", "dynamic", "yarn"):
         raise UsageError(f"unknown --rope-scaling {rope_scaling!r}: use none, dynamic or yarn")
+    resolved_queries, resolved_kind = needle_options(needles, queries, kind, values, needle)
+    needle = needle_for_values(needle, values)
+    if answer_budget is None:  # each asked needle's answer sentence gets its own share
+        answer_budget = answer_budget_per_query(values) * resolved_queries
     grid_lengths = parse_lengths(lengths)
     if grid_lengths[0] <= answer_budget:
         raise UsageError(
@@ -172,4 +191,8 @@ def build_niah_spec(
         generate=generate,
         rope_scaling=rope_scaling,  # type: ignore[arg-type]
         haystack_per_sample=haystack_per_sample,
+        needles=needles,
+        queries=resolved_queries,
+        kind=resolved_kind,  # type: ignore[arg-type]
+        values=values,  # type: ignore[arg-type]
     )
