@@ -390,8 +390,10 @@ def execute_niah(
     for name in report.cells["model"].unique():
         stdout.print(grid_table(grid(report.cells, name), f"{name}: accuracy by depth × length"))
     for row in report.summary["models"]:
+        recall = f", recall {row['recall']:.3f}" if row.get("recall") is not None else ""
         stdout.print(
-            f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f} over {row['n']} samples"
+            f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f}{recall} "
+            f"over {row['n']} samples"
         )
     stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
 

@@ -186,4 +186,6 @@ def describe_spec(spec: NiahSpec | HallucSpec) -> str:
     samples = f", {spec.samples_per_cell} per cell" if spec.samples_per_cell > 1 else ""
     haystack = spec.haystack if len(spec.haystack) <= 24 else "…" + spec.haystack[-23:]
     task = spec.task if isinstance(spec, NiahSpec) else f"halluc ({', '.join(spec.probes)})"
+    if isinstance(spec, NiahSpec) and spec.multi_needle:
+        task += f" N={spec.needles} R={spec.queries} {spec.kind} {spec.values}"
     return f"{task} {span}, {len(spec.depths)} depths{samples}, {haystack}, seed {spec.seed}"

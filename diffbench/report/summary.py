@@ -22,15 +22,29 @@ def cell_summary(frame: pd.DataFrame) -> pd.DataFrame:
         accuracy=("correct", "mean"),
         mean_answer_logprob=("answer_logprob", "mean"),
         mean_seconds=("seconds", "mean"),
+        **_recall(frame),
     ).reset_index()
     return summary
+
+
+def has_recall(frame: pd.DataFrame) -> bool:
+    """Whether the records are multi-needle ones (a recall each); older and single-needle runs have none."""
+    return "recall" in frame.columns and bool(frame["recall"].notna().any())
+
+
+def _recall(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Multi-needle runs: mean recall (fraction of asked needles retrieved) beside all-correct accuracy."""
+    return {"recall": ("recall", "mean")} if has_recall(frame) else {}
 
 
 def model_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Overall accuracy per model."""
     grouped = frame.groupby(["model", "variant"], sort=False)
     return grouped.agg(
-        n=("correct", "size"), accuracy=("correct", "mean"), mean_answer_logprob=("answer_logprob", "mean")
+        n=("correct", "size"),
+        accuracy=("correct", "mean"),
+        mean_answer_logprob=("answer_logprob", "mean"),
+        **_recall(frame),
     ).reset_index()
 
 
