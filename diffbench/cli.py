@@ -819,6 +819,11 @@ def dex_fold(
         stdout.print(f"folded DEX into o_proj: {outcome.directory}", markup=False, highlight=False)
 
 
+from diffbench.cli_halluc import halluc  # noqa: E402  (it imports this module's shared options)
+
+app.command()(halluc)
+
+
 def main() -> None:
     app()
 

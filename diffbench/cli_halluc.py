@@ -1,0 +1,154 @@
+"""`diffbench halluc`: the hallucination probes P1-P5 (PROBES.md) and --dataset runs.
+
+Kept apart from cli.py so that file stays a thin index of commands; registered there in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from diffbench.cli import (
+    ChatTemplateOption,
+    DepthsOption,
+    DeviceOption,
+    DtypeOption,
+    JsonOption,
+    ResultsDirOption,
+    SeedOption,
+    engine_options,
+    stderr,
+    stdout,
+    user_errors,
+)
+from diffbench.errors import UsageError
+
+DEFAULT_PROBES = "factsum,factqa,unanswerable,counterfactual,contrastive"
+
+
+def build_halluc_spec(
+    probes: str,
+    lengths: str,
+    depths: str,
+    samples: int,
+    seed: int,
+    mode: str,
+    chat_template: str,
+    dataset: Path | None,
+    judge: str | None,
+) -> object:
+    """The HallucSpec of command-line options, each checked with a one-line usage error."""
+    from diffbench.lengths import parse_depths, parse_lengths
+    from diffbench.specs import HallucSpec
+    from diffbench.tasks.probes import MODES, parse_probes
+
+    if mode not in MODES:
+        raise UsageError(f"unknown --mode {mode!r}: use generate, forced or both")
+    if chat_template not in ("auto", "on", "off"):
+        raise UsageError(f"unknown --chat-template {chat_template!r}: use auto, on or off")
+    names = parse_probes(probes)
+    fingerprint = ""
+    if dataset is not None:
+        from diffbench.tasks.probes.dataset import dataset_fingerprint, read_dataset
+
+        read_dataset(dataset)  # a missing file or a malformed line fails here, before any model loads
+        fingerprint = dataset_fingerprint(dataset)
+        names = ["dataset"]
+    if judge is not None:
+        from diffbench.judges import parse_judge
+
+        judge = parse_judge(judge)
+    return HallucSpec(
+        probes=names,
+        lengths=parse_lengths(lengths),
+        depths=parse_depths(depths),
+        samples_per_cell=samples,
+        seed=seed,
+        mode=mode,  # type: ignore[arg-type]
+        chat_template=chat_template,  # type: ignore[arg-type]
+        dataset=None if dataset is None else str(dataset.resolve()),
+        dataset_fingerprint=fingerprint,
+        judge=judge,
+    )
+
+
+def halluc(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Checkpoint directory, .gguf file, hub id, or 'smollm2'. Repeat to compare."
+        ),
+    ] = None,
+    probes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: factsum, factqa, unanswerable, counterfactual, contrastive (p1-p5)."
+        ),
+    ] = DEFAULT_PROBES,
+    lengths: Annotated[
+        str, typer.Option(help="Document lengths in the model's tokens: '4k', '1k-4k', '2048'.")
+    ] = "4k",
+    depths: DepthsOption = "5",
+    samples: Annotated[int, typer.Option(min=1, help="Items per probe and length (the paper: 100).")] = 100,
+    seed: SeedOption = 0,
+    mode: Annotated[
+        str, typer.Option(help="generate (greedy text, exact checks) | forced (candidates' log-probs) | both")
+    ] = "both",
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="Your own JSONL (context, question, answer) instead of the synthetic probes."),
+    ] = None,
+    judge: Annotated[
+        str | None, typer.Option(help="'rule' or 'nli:PATH' (a local NLI checkpoint): an extra column.")
+    ] = None,
+    chat_template: ChatTemplateOption = "auto",
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: results/<time>_halluc_<model>).")
+    ] = None,
+    results_dir: ResultsDirOption = Path("results"),
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    json_output: JsonOption = False,
+    max_memory: Annotated[
+        str | None, typer.Option(help="Budget for weights + KV cache + activations, e.g. 8GB.")
+    ] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(min=1, help="Tokens per prefill chunk.")] = None,
+) -> None:
+    """Contextual hallucination probes: summaries, QA with distractors, abstention, counterfactual needles,
+    contrastive likelihoods; Wilson intervals per model and paired tests between models."""
+    with user_errors():
+        from diffbench.progress import sample_progress
+        from diffbench.report.halluc import summarize, summary_tables
+        from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
+        from diffbench.tasks.probes.runner import run_halluc
+
+        spec = build_halluc_spec(probes, lengths, depths, samples, seed, mode, chat_template, dataset, judge)
+        options = engine_options(True, max_memory, chunk_tokens, None, None)
+        with sample_progress(stderr, "halluc") as on_event:
+            outcome = run_halluc(
+                spec,  # type: ignore[arg-type]
+                model or ["smollm2"],
+                out,
+                results_dir,
+                device,
+                dtype,
+                sys.argv,
+                on_event,
+                options,
+            )
+        payload = summarize(list(iter_record_lines(outcome.directory / RECORDS)))
+        write_json(outcome.directory / SUMMARY, {"run_id": outcome.directory.name, **payload})
+        if outcome.resumed_records:
+            stderr.print(
+                f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new"
+            )
+        if json_output:
+            sys.stdout.write(json.dumps({**payload, "directory": str(outcome.directory)}, indent=2) + "\n")
+            return
+        for table in summary_tables(payload):
+            stdout.print(table)
+        stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)

@@ -1,0 +1,301 @@
+"""Summaries of hallucination-probe runs: each probe's headline with a Wilson 95% interval, its
+secondaries, and paired comparisons (McNemar, bootstrap of the difference) between models on the
+identical items.
+
+Everything is computed from records (their ``correct`` verdict and ``details``), so a run can be
+summarised again without the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from diffbench.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+from diffbench.tasks.probes.metrics import memorization_ratio
+
+Row = dict[str, Any]
+
+
+def _rate(flags: Iterable[bool]) -> tuple[float | None, float | None, float | None, int]:
+    values = list(flags)
+    if not values:
+        return None, None, None, 0
+    low, high = wilson_interval(sum(values), len(values))
+    return sum(values) / len(values), low, high, len(values)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return round(sum(present) / len(present), 6) if present else None
+
+
+def _metric(name: str, flags: Iterable[bool]) -> Row:
+    value, low, high, n = _rate(flags)
+    return {"metric": name, "value": value, "low": low, "high": high, "n": n}
+
+
+def _d(record: Row) -> Row:
+    return record.get("details") or {}
+
+
+def _secondaries_factsum(records: list[Row]) -> Row:
+    details = [_d(r) for r in records]
+    return {
+        "unsupported_number_rate": _mean(float(bool(d.get("unsupported_numbers"))) for d in details),
+        "unsupported_entity_rate": _mean(float(bool(d.get("unsupported_entities"))) for d in details),
+        "misattribution_rate": _mean(float(bool(d.get("misattributed"))) for d in details),
+        "degenerate_rate": _mean(float(bool(d.get("degenerate"))) for d in details),
+        "fact_recall": _mean(d.get("fact_recall") for d in details),
+        "number_precision": _mean(d.get("number_precision") for d in details),
+        "prec_s": _mean(d.get("entity_precision") for d in details),
+        "k_precision": _mean(d.get("k_precision") for d in details),
+        "novel_3gram_rate": _mean(d.get("novel_3gram_rate") for d in details),
+        "unknown_capitalised_rate": _mean(float(bool(d.get("unknown_capitalised"))) for d in details),
+    }
+
+
+def _secondaries_factqa(records: list[Row]) -> Row:
+    details = [_d(r) for r in records]
+    if records and records[0]["scoring"] == "teacher_forced":
+        return {"mean_margin": _mean(d.get("margin") for d in details)}
+    return {
+        "correct_rate": _mean(float(bool(d.get("correct"))) for d in details),
+        "grounded_rate": _mean(float(bool(d.get("grounded"))) for d in details),
+        "token_f1": _mean(d.get("token_f1") for d in details),
+        "distractor_confusion_rate": _mean(float(bool(d.get("distractor_confusion"))) for d in details),
+        "extrinsic_rate": _mean(float(bool(d.get("extrinsic"))) for d in details),
+    }
+
+
+def _balanced(records: list[Row]) -> tuple[Row, Row]:
+    """P3's headline: ½·(abstain rate on unanswerable + correct rate on answerable), with the interval
+    of the two Wilson bounds averaged (conservative: the two halves' extremes at once)."""
+    answerable = [r for r in records if _d(r).get("answerable")]
+    unanswerable = [r for r in records if not _d(r).get("answerable")]
+    a, a_low, a_high, n_a = _rate(r["correct"] for r in answerable)
+    u, u_low, u_high, n_u = _rate(r["correct"] for r in unanswerable)
+    head: Row = {"metric": "balanced_accuracy", "value": None, "low": None, "high": None, "n": len(records)}
+    if a is not None and u is not None:
+        head |= {"value": (a + u) / 2, "low": (a_low + u_low) / 2, "high": (a_high + u_high) / 2}  # type: ignore[operator]
+    generated = records and records[0]["scoring"] == "generate"
+    details_u = [_d(r) for r in unanswerable]
+    extra: Row = {
+        "abstain_rate_unanswerable": u,
+        "correct_rate_answerable": a,
+        "n_unanswerable": n_u,
+        "n_answerable": n_a,
+        "over_abstention": _mean(float(bool(_d(r).get("abstained"))) for r in answerable),
+    }
+    if generated:
+        extra |= {
+            "fabrication_rate": _mean(float(bool(d.get("fabricated"))) for d in details_u),
+            "fabrication_bait": _mean(float(d.get("fabrication") == "bait") for d in details_u),
+            "fabrication_extrinsic": _mean(float(d.get("fabrication") == "extrinsic") for d in details_u),
+        }
+    return head, extra
+
+
+def _counterfactual(records: list[Row]) -> tuple[Row, Row]:
+    conflict = [r for r in records if _d(r).get("variant") == "conflict"]
+    magic = [r for r in records if _d(r).get("variant") == "magic"]
+    head = _metric("context_following_rate", (bool(_d(r).get("follow")) for r in conflict))
+    follow = sum(bool(_d(r).get("follow")) for r in conflict)
+    parametric = sum(bool(_d(r).get("parametric")) for r in conflict)
+    known = [r for r in conflict if _d(r).get("closed_book_known")]
+    follow_known = sum(bool(_d(r).get("follow")) for r in known)
+    parametric_known = sum(bool(_d(r).get("parametric")) for r in known)
+    extra: Row = {
+        "parametric_rate": parametric / len(conflict) if conflict else None,
+        "memorization_ratio": memorization_ratio(parametric, follow),
+        "n_known_closed_book": len(known),
+        "context_following_known": follow_known / len(known) if known else None,
+        "memorization_ratio_known": memorization_ratio(parametric_known, follow_known),
+        "magic_accuracy": _rate(r["correct"] for r in magic)[0],
+        "n_magic": len(magic),
+    }
+    if conflict and conflict[0]["scoring"] == "teacher_forced":
+        extra["mean_shift"] = _mean(_d(r).get("shift") for r in conflict)
+    return head, extra
+
+
+def _contrastive(records: list[Row]) -> tuple[Row, Row]:
+    ops: dict[str, list[bool]] = {}
+    for record in records:
+        for op, won in (_d(record).get("wins") or {}).items():
+            ops.setdefault(op, []).append(bool(won))
+    comparisons = [won for wins in ops.values() for won in wins]
+    head = _metric("pairwise_accuracy", comparisons)
+    extra: Row = {}
+    for op, wins in ops.items():
+        value, low, high, _ = _rate(wins)
+        extra[f"pairwise_{op}"] = {"value": value, "low": low, "high": high}
+    gains = [_d(r).get("context_gain") for r in records if _d(r).get("context_gain") is not None]
+    if gains:
+        boot = paired_bootstrap([0.0] * len(gains), gains)
+        extra["context_gain"] = {"value": round(boot.mean_difference, 6), "low": boot.low, "high": boot.high}
+    return head, extra
+
+
+def _dataset(records: list[Row]) -> tuple[Row, Row]:
+    head = _metric("numbers_grounded_rate", (r["correct"] for r in records))
+    details = [_d(r) for r in records]
+    return head, {
+        "k_precision": _mean(d.get("k_precision") for d in details),
+        "token_f1": _mean(d.get("token_f1") for d in details),
+        "abstain_rate": _mean(float(bool(d.get("abstained"))) for d in details),
+    }
+
+
+def probe_summary(records: list[Row]) -> tuple[Row, Row]:
+    """The headline row and the secondaries of one model's records of one probe in one mode."""
+    probe = records[0]["task"].split("/", 1)[1]
+    generated = records[0]["scoring"] == "generate"
+    summaries: dict[str, Callable[[list[Row]], tuple[Row, Row]]] = {
+        "unanswerable": _balanced,
+        "counterfactual": _counterfactual,
+        "contrastive": _contrastive,
+        "dataset": _dataset,
+    }
+    if probe in summaries:
+        return summaries[probe](records)
+    name = "hallucination_free_accuracy" if generated else "forced_choice_accuracy"
+    head = _metric(name, (r["correct"] for r in records))
+    extra = _secondaries_factsum(records) if probe == "factsum" else _secondaries_factqa(records)
+    return head, extra
+
+
+def _judge_column(records: list[Row]) -> Row | None:
+    verdicts: list[Row] = [_d(r)["judge"] for r in records if _d(r).get("judge")]
+    if not verdicts:
+        return None
+    decided = [v["supported"] for v in verdicts if v.get("supported") is not None]
+    value, low, high, n = _rate(bool(v) for v in decided)
+    return {"name": verdicts[0]["name"], "supported_rate": value, "low": low, "high": high, "n": n}
+
+
+def groups(records: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
+    table: dict[tuple[str, str, str], list[Row]] = {}
+    for record in records:
+        if not str(record.get("task", "")).startswith("halluc/"):
+            continue
+        mode = "generate" if record["scoring"] == "generate" else "forced"
+        table.setdefault((record["model"], record["task"].split("/", 1)[1], mode), []).append(record)
+    return table
+
+
+def summarize(records: list[Row], resamples: int = 2000) -> Row:
+    """Per model × probe × mode: headline with interval and secondaries; paired tests per model pair."""
+    table = groups(records)
+    rows = []
+    for (model, probe, mode), members in table.items():
+        head, extra = probe_summary(members)
+        rows.append(
+            {
+                "model": model,
+                "variant": members[0]["variant"],
+                "probe": probe,
+                "mode": mode,
+                **head,
+                "secondary": extra,
+                "judge": _judge_column(members) if mode == "generate" else None,
+            }
+        )
+    return {"probes": rows, "comparisons": compare_models(table, resamples)}
+
+
+def compare_models(table: dict[tuple[str, str, str], list[Row]], resamples: int) -> list[Row]:
+    """The first model against each other one, per probe and mode, on the items both have."""
+    models = list(dict.fromkeys(model for model, _, _ in table))
+    comparisons = []
+    for other in models[1:]:
+        for (model, probe, mode), members in table.items():
+            if model != models[0] or (other, probe, mode) not in table:
+                continue
+            first = {r["sample_id"]: bool(r["correct"]) for r in members}
+            second = {r["sample_id"]: bool(r["correct"]) for r in table[(other, probe, mode)]}
+            shared = sorted(set(first) & set(second))
+            only_first = sum(first[s] and not second[s] for s in shared)
+            only_second = sum(second[s] and not first[s] for s in shared)
+            boot = paired_bootstrap(
+                [float(first[s]) for s in shared], [float(second[s]) for s in shared], resamples=resamples
+            )
+            comparisons.append(
+                {
+                    "probe": probe,
+                    "mode": mode,
+                    "first": models[0],
+                    "second": other,
+                    "n": len(shared),
+                    "only_first": only_first,
+                    "only_second": only_second,
+                    "mcnemar_p": mcnemar_exact(only_first, only_second),
+                    "difference": boot.mean_difference,
+                    "low": boot.low,
+                    "high": boot.high,
+                }
+            )
+    return comparisons
+
+
+def format_interval(row: Row) -> str:
+    if row.get("value") is None:
+        return "–"
+    return f"{row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+
+
+def summary_tables(payload: Row) -> list[Any]:
+    """Rich tables: one per model, then the paired comparisons."""
+    from rich.table import Table
+
+    tables = []
+    for model in dict.fromkeys(row["model"] for row in payload["probes"]):
+        table = Table(title=f"{model}: hallucination probes (95% Wilson intervals)")
+        for column in ("probe", "mode", "headline", "value [95% CI]", "n", "secondaries", "judge"):
+            table.add_column(column, overflow="fold")
+        for row in (r for r in payload["probes"] if r["model"] == model):
+            judge = row.get("judge")
+            judge_text = (
+                ""
+                if not judge
+                else f"{judge['name']}: {format_interval({**judge, 'value': judge['supported_rate']})}"
+            )
+            table.add_row(
+                row["probe"],
+                row["mode"],
+                row["metric"],
+                format_interval(row),
+                str(row["n"]),
+                _secondary_text(row["secondary"]),
+                judge_text,
+            )
+        tables.append(table)
+    if payload["comparisons"]:
+        table = Table(title="paired comparisons (same items): second − first")
+        for column in ("probe", "mode", "first", "second", "n", "McNemar p", "difference [95% CI]"):
+            table.add_column(column)
+        for row in payload["comparisons"]:
+            table.add_row(
+                row["probe"],
+                row["mode"],
+                row["first"],
+                row["second"],
+                str(row["n"]),
+                f"{row['mcnemar_p']:.3g}",
+                f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]",
+            )
+        tables.append(table)
+    return tables
+
+
+def _secondary_text(extra: Row) -> str:
+    parts = []
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            parts.append(f"{key} {format_interval(value)}")
+        elif isinstance(value, float):
+            parts.append(f"{key} {value:.3f}")
+        elif value is not None:
+            parts.append(f"{key} {value}")
+    return ", ".join(parts)
