@@ -354,7 +354,22 @@ def run(
             device_map,
         )
         # niah is the one task kind today; the kinds of issue 5 will dispatch on task.task here
-        execute_niah(task.spec, models, out, results_dir, device, dtype, json_output, options)
+        runs = task.runs()
+        for label, spec in runs:
+            target = sweep_directory(spec, label, models, out, results_dir) if len(runs) > 1 else out
+            execute_niah(spec, models, target, results_dir, device, dtype, json_output, options)
+
+
+def sweep_directory(spec: Any, label: str, models: list[str], out: Path | None, results_dir: Path) -> Path:
+    """Where one run of a needles sweep goes: OUT/n4-r2 with --out, else an unfinished run of the
+    same spec (to resume) or a new directory named after the run (runs of one second never collide)."""
+    from diffbench.engine.runner import default_run_directory
+    from diffbench.store import find_resumable
+
+    if out is not None:
+        return out / label
+    found = find_resumable(results_dir, spec, models)
+    return found or default_run_directory(results_dir, f"{spec.task}-{label}", models)
 
 
 def execute_niah(

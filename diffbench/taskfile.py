@@ -225,33 +225,63 @@ class NiahFields(TaskFields):
     haystack_per_sample: bool = False
     needle: NeedleTable = NeedleTable()
     chat_template: Literal["auto", "on", "off"] = "auto"
-    answer_budget: int = Field(default=32, ge=1)
+    answer_budget: int | None = Field(default=None, ge=1)  # default: 32 per asked needle (64 for uuids)
     generate: bool = False
     rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
+    needles: int | Annotated[list[int], Field(min_length=1)] = 1  # a list sweeps N: one run per value
+    queries: int | None = None  # in a sweep, capped at each N (the Diff paper's "R = 2 except N = 1")
+    kind: Literal["multikey", "multivalue", "multiquery"] | None = None
+    values: Literal["numbers", "words", "uuids"] = "numbers"
 
     @model_validator(mode="after")
     def _room_for_a_prompt(self) -> NiahFields:
-        if self.lengths[0] <= self.answer_budget:
-            raise ValueError(
-                f"field 'lengths': length {self.lengths[0]} leaves no room for a prompt after "
-                f"answer_budget {self.answer_budget}; use longer lengths or a smaller answer_budget"
-            )
+        for spec in self.to_specs():
+            if self.lengths[0] <= spec.answer_budget:
+                raise ValueError(
+                    f"field 'lengths': length {self.lengths[0]} leaves no room for a prompt after "
+                    f"answer_budget {spec.answer_budget}; use longer lengths or a smaller answer_budget"
+                )
         return self
 
+    def to_specs(self) -> list[NiahSpec]:
+        """One spec, or one per N of a ``needles`` sweep; each N checked as ``--needles`` would be."""
+        from diffbench.tasks.multi_needle import answer_budget_per_query, needle_for_values, needle_options
+
+        counts = self.needles if isinstance(self.needles, list) else [self.needles]
+        specs = []
+        for count in counts:
+            queries = self.queries
+            if isinstance(self.needles, list) and queries is not None:
+                queries = min(queries, count)
+            needle = self.needle.to_spec()
+            try:
+                queries, kind = needle_options(count, queries, self.kind, self.values, needle, flag="")
+            except UsageError as error:
+                raise ValueError(f"field 'needles': {error}") from None
+            budget = self.answer_budget or answer_budget_per_query(self.values) * queries
+            specs.append(
+                NiahSpec(
+                    lengths=self.lengths,
+                    depths=self.depths,
+                    samples_per_cell=self.samples_per_cell,
+                    seed=self.seed,
+                    haystack=self.haystack,
+                    haystack_per_sample=self.haystack_per_sample,
+                    needle=needle_for_values(needle, self.values),
+                    chat_template=self.chat_template,
+                    answer_budget=budget,
+                    generate=self.generate,
+                    rope_scaling=self.rope_scaling,
+                    needles=count,
+                    queries=queries,
+                    kind=kind,  # type: ignore[arg-type]
+                    values=self.values,
+                )
+            )
+        return specs
+
     def to_spec(self) -> NiahSpec:
-        return NiahSpec(
-            lengths=self.lengths,
-            depths=self.depths,
-            samples_per_cell=self.samples_per_cell,
-            seed=self.seed,
-            haystack=self.haystack,
-            haystack_per_sample=self.haystack_per_sample,
-            needle=self.needle.to_spec(),
-            chat_template=self.chat_template,
-            answer_budget=self.answer_budget,
-            generate=self.generate,
-            rope_scaling=self.rope_scaling,
-        )
+        return self.to_specs()[0]
 
 
 # The task kinds a file may name. Multi-needle and hallucination-probe suites (issue 5) add theirs here.
@@ -270,6 +300,13 @@ class TaskFile:
     spec: NiahSpec
     models: tuple[str, ...]
     engine: EngineTable
+    sweep: tuple[NiahSpec, ...] = ()  # a niah file whose ``needles`` is a list: one spec per N
+
+    def runs(self) -> list[tuple[str, NiahSpec]]:
+        """(label, spec) of each run the file asks for: one, or one per N of a needles sweep."""
+        if not self.sweep:
+            return [("", self.spec)]
+        return [(f"n{spec.needles}-r{spec.queries}", spec) for spec in self.sweep]
 
 
 def load_task_file(path: Path | str) -> TaskFile:
@@ -307,7 +344,10 @@ def parse_task_file(data: bytes | str, source: str) -> TaskFile:
         spec = fields.to_spec()
     except (ValidationError, ValueError) as error:  # not reached: the fields were checked above
         raise UsageError(f"{source}: {error}".splitlines()[0]) from None
-    return TaskFile(source, document["task"], spec, tuple(fields.models), fields.engine)
+    sweep: tuple[NiahSpec, ...] = ()
+    if isinstance(fields, NiahFields) and isinstance(fields.needles, list):
+        sweep = tuple(fields.to_specs())
+    return TaskFile(source, document["task"], spec, tuple(fields.models), fields.engine, sweep)
 
 
 def _toml(text: str, source: str) -> dict[str, Any]:
