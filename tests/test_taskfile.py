@@ -46,6 +46,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHIPPED = {
     "niah-8k-64k.toml": ["--lengths", "8k-64k", "--depths", "5", "--samples", "5", "--haystack", "prose"],
     "smoke.toml": ["--lengths", "1k,2k", "--depths", "3", "--samples", "1"],
+    # the first run of its needles sweep (N = 1); test_the_multi_needle_sweep_... checks the others
+    "multi-needle-4k.toml": ["--lengths", "4k", "--depths", "5", "--samples", "50"],
+    "multi-needle-64k.toml": [
+        *("--lengths", "8k-64k", "--depths", "5", "--samples", "5", "--needles", "8", "--queries", "1"),
+    ],
 }
 MINIMAL = 'format = 1\ntask = "niah"\nlengths = "1k-4k"\ndepths = 5\n'
 
@@ -133,6 +138,27 @@ def test_the_shipped_suites_have_their_documented_grids() -> None:
     smoke = load_task_file(TASKS / "smoke.toml")
     assert smoke.spec.lengths == [1024, 2048] and smoke.spec.depths == [0.0, 50.0, 100.0]
     assert smoke.spec.samples_per_cell == 1 and smoke.models == ("smollm2",)
+
+
+def test_the_multi_needle_sweep_runs_the_diff_papers_grid_each_as_its_niah_options(
+    captured: Captured, tmp_path: Path
+) -> None:
+    task = load_task_file(TASKS / "multi-needle-4k.toml")
+    grid = [(label, spec.needles, spec.queries, spec.kind) for label, spec in task.runs()]
+    assert grid == [
+        ("n1-r1", 1, 1, "multikey"),
+        ("n2-r2", 2, 2, "multiquery"),
+        ("n4-r2", 4, 2, "multiquery"),
+        ("n6-r2", 6, 2, "multiquery"),
+    ]
+    for _, spec in task.runs():
+        options = ["--lengths", "4k", "--depths", "5", "--samples", "50", "--needles", str(spec.needles)]
+        expected = spec_from_niah(captured, *options, "--queries", str(spec.queries))
+        assert spec == expected and spec.fingerprint() == expected.fingerprint()
+    result = invoke("run", str(TASKS / "multi-needle-4k.toml"), "--model", "m", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.stderr
+    assert [call["out"] for call in captured.calls] == [tmp_path / "o" / label for label, _ in task.runs()]
+    assert [call["spec"] for call in captured.calls] == [spec for _, spec in task.runs()]
 
 
 def test_the_format_example_in_the_tasks_readme_loads() -> None:
