@@ -472,6 +472,51 @@ CASES = [
         niah("--rope-scaling", "yarn", model="{gpt2}", grid=("--lengths", "512", "--depths", "1")),
         "does not use rotary position embeddings",
     ),
+    # Multi-needle options
+    Case("E-CLI-OUT-OF-RANGE", niah("--needles", "0"), "or equal to", variant="needles"),
+    Case(
+        "E-NEEDLES-QUERIES",
+        niah("--needles", "2", "--queries", "3"),
+        "at most every needle can be asked",
+    ),
+    Case("E-NEEDLES-KIND", niah("--needles", "4", "--kind", "multiset"), "unknown --kind '"),
+    Case("E-NEEDLES-VALUES", niah("--values", "colours"), "unknown --values '"),
+    Case(
+        "E-NEEDLES-MULTIKEY",
+        niah("--needles", "4", "--queries", "2", "--kind", "multikey"),
+        "--kind multikey asks one needle",
+    ),
+    Case(
+        "E-NEEDLES-MULTIQUERY",
+        niah("--needles", "4", "--kind", "multiquery"),
+        "--kind multiquery asks several keys",
+    ),
+    Case(
+        "E-NEEDLES-MULTIVALUE",
+        niah("--needles", "3", "--queries", "2", "--kind", "multivalue"),
+        "--kind multivalue gives one key",
+    ),
+    Case("E-NEEDLES-TOO-MANY", niah("--needles", "500"), "distinct needles diffbench has"),
+    Case(
+        "E-NEEDLES-PLACEHOLDERS",
+        niah(
+            "--needles", "3", "--needle", "The code is blue.", "--question", "Which code?", "--answer", "blue"
+        ),
+        "placeholders, which tell the needles apart",
+    ),
+    Case(
+        "E-ANSWERS-OVER-BUDGET",
+        niah(
+            "--needles",
+            "4",
+            "--queries",
+            "2",
+            "--answer-budget",
+            "20",
+            grid=("--lengths", "512", "--depths", "1"),
+        ),
+        "(their values and the answer prefixes between them) take",
+    ),
     # Task files
     Case("E-TASKFILE-NOT-FOUND", RUN_TASK, "no such task file; pass the path of a .toml task file"),
     Case("E-TASKFILE-IS-DIRECTORY", ["run", "{tmp}"], "is a directory; pass one .toml task file in it"),
@@ -599,6 +644,12 @@ CASES = [
         RUN_TASK,
         "does not occur in the needle; the needle must contain it",
         prepare=write("task.toml", TASK + '[needle]\nneedle = "Blue."\nquestion = "?"\nanswer = "red"\n'),
+    ),
+    Case(
+        "E-TASKFILE-NEEDLES",
+        RUN_TASK,
+        "field 'needles': queries 3 is more than needles 2",
+        prepare=write("task.toml", TASK + "needles = 2\nqueries = 3\n"),
     ),
     Case(
         "E-TASKFILE-ENGINE-MEMORY",
