@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from diffbench import __version__
+from diffbench.cli_zoo import zoo_app
 from diffbench.errors import DiffbenchError, UsageError
 
 if TYPE_CHECKING:
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
 stderr = Console(stderr=True)
 stdout = Console()
 
-DEFAULT_MODEL = "smollm2"
+DEFAULT_MODELS = ["zoo:baseline", "zoo:diff", "zoo:dex"]  # the embedded zoo: all three variants at once
 DEFAULT_LENGTHS = "1k-4k"
 DEFAULT_DEPTHS = "5"
+NIAH_LENGTHS = "8k-64k"
+NIAH_DEPTHS = "3"
 
 
 # Options shared by the commands that build a task spec (niah, attn) or run one (run).
@@ -163,11 +166,14 @@ def niah(
     model: Annotated[
         list[str] | None,
         typer.Option(
-            "--model", "-m", help="Checkpoint directory, .gguf file, hub id, or 'smollm2'. Repeat to compare."
+            "--model",
+            "-m",
+            help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
+            "(default: zoo:baseline, zoo:diff and zoo:dex).",
         ),
     ] = None,
-    lengths: LengthsOption = DEFAULT_LENGTHS,
-    depths: DepthsOption = DEFAULT_DEPTHS,
+    lengths: LengthsOption = NIAH_LENGTHS,
+    depths: DepthsOption = NIAH_DEPTHS,
     samples: SamplesOption = 1,
     seed: SeedOption = 0,
     haystack: HaystackOption = "prose",
@@ -265,7 +271,7 @@ def niah(
             values=values,
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
-        execute_niah(spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, json_output, options)
+        execute_niah(spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options)
 
 
 def engine_options(
@@ -402,8 +408,18 @@ def execute_niah(
         payload = {**report.summary, "directory": str(outcome.directory)}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    for name in report.cells["model"].unique():
-        stdout.print(grid_table(grid(report.cells, name), f"{name}: accuracy by depth × length"))
+    models_in_run = list(report.cells["model"].unique())
+    if len(models_in_run) > 1:  # several models: the comparison report (differences, Δ with intervals)
+        from diffbench.report.compare import build_report, terminal_tables
+
+        comparison = build_report([outcome.directory], None, None)
+        for table in terminal_tables(comparison):
+            stdout.print(table)
+        files = len(comparison.files)
+        stderr.print(f"report: {comparison.out} ({files} files)", markup=False, highlight=False)
+    else:
+        for name in models_in_run:
+            stdout.print(grid_table(grid(report.cells, name), f"{name}: accuracy by depth × length"))
     for row in report.summary["models"]:
         recall = f", recall {row['recall']:.3f}" if row.get("recall") is not None else ""
         stdout.print(
@@ -595,7 +611,10 @@ def attn(
     model: Annotated[
         list[str] | None,
         typer.Option(
-            "--model", "-m", help="Checkpoint directory, .gguf file, hub id, or 'smollm2'. Repeat to compare."
+            "--model",
+            "-m",
+            help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
+            "(default: zoo:baseline, zoo:diff and zoo:dex).",
         ),
     ] = None,
     lengths: LengthsOption = "2k",
@@ -645,7 +664,7 @@ def attn(
         options = AttentionOptions(key_chunk=key_chunk, prefill_chunk=chunk_tokens)
         with sample_progress(stderr, "attn") as on_event:
             outcome = run_attention(
-                spec, model or [DEFAULT_MODEL], out, results_dir, device, dtype, sys.argv, on_event, options
+                spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, sys.argv, on_event, options
             )
         if json_output:
             payload = {**outcome.summary, "directory": str(outcome.directory)}
@@ -683,6 +702,7 @@ dex_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dex_app, name="dex")
+app.add_typer(zoo_app, name="zoo")
 
 
 @dex_app.command("convert")

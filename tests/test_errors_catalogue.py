@@ -322,6 +322,10 @@ def hub_without_the_model(
     }
 
 
+def empty_zoo(world: World, tmp: Path, patch: pytest.MonkeyPatch, stack: contextlib.ExitStack) -> None:
+    patch.setattr("diffbench.zoo.zoo_root", lambda: tmp / "no-zoo")
+
+
 def stale_resume_file(
     world: World, tmp: Path, patch: pytest.MonkeyPatch, stack: contextlib.ExitStack
 ) -> None:
@@ -1264,6 +1268,37 @@ CASES = [
         attn(),
         "holds an attention run already; pass another --out",
         prepare=write("attn/attention_manifest.json", "{}"),
+    ),
+    # Model zoo
+    Case("E-ZOO-UNKNOWN", niah(model="zoo:giant"), "unknown zoo model 'giant': choose one of"),
+    Case(
+        "E-ZOO-UNKNOWN",
+        ["zoo", "train", "giant", "--out", "{tmp}/z"],
+        "unknown zoo model 'giant'",
+        variant="train",
+    ),
+    Case("E-ZOO-MISSING", niah(model="zoo:diff"), "is not in this installation", prepare=empty_zoo),
+    Case(
+        "E-ZOO-TRAIN-OTHER-RECIPE",
+        ["zoo", "train", "baseline", "--out", "{tmp}/z"],
+        "holds a training run of another recipe",
+        prepare=write("z/recipe.json", '{"fingerprint": "0", "recipe": {"name": "diff"}}'),
+    ),
+    Case(
+        "E-ZOO-SOURCE-NOT-DEX",
+        ["zoo", "train", "diff", "--out", "{tmp}/z", "--source", "{llama}"],
+        "--source only applies to 'dex'",
+    ),
+    Case(
+        "E-ZOO-DEX-SOURCE-NO-RECIPE",
+        ["zoo", "train", "dex", "--out", "{tmp}/z", "--source", "{llama}"],
+        "has no recipe.json: zoo:dex adapts a model trained by",
+    ),
+    Case(
+        "E-ZOO-CARD-NO-MODEL",
+        ["zoo", "card", "baseline", "--directory", "{tmp}/card", "--run", "{run}"],
+        "has no records of model 'zoo-baseline'",
+        prepare=write("card/recipe.json", "{}"),
     ),
     # Known gaps: still a traceback today
     Case(

@@ -19,9 +19,7 @@ same parameters as an uninterrupted run. A different command in the same --out i
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,8 +43,9 @@ from diffbench.attention.dex import (
     use_rms_norm,
 )
 from diffbench.attention.dex_data import adaptation_blocks, blocks_fingerprint, resolve_data
+from diffbench.checkpoints import append_log, atomic_torch_save, trim_log
 from diffbench.errors import DiffbenchError, UsageError
-from diffbench.store import LOCK, acquire_lock, atomic_write_text, now_iso
+from diffbench.store import LOCK, acquire_lock, now_iso
 
 TRAIN_CHOICES = ("dex", "dex+attn", "oproj")
 DEFAULT_TOKENS = 200_000
@@ -150,39 +149,6 @@ def fingerprint(options: AdaptOptions, source_identity: str, data_fingerprint: s
     return stable_hash(payload)[:16]
 
 
-def _atomic_torch_save(payload: Any, path: Path) -> None:
-    import torch
-
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-        temporary = Path(handle.name)
-    os.replace(temporary, path)
-
-
-def _append_log(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-
-
-def _trim_log(path: Path, last_step: int) -> None:
-    """Keep only log lines up to the checkpoint a resume starts from (later ones are redone)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by the kill
-        step = row.get("step", 0)
-        if step < last_step or (step == last_step and "loss" in row) or (step == 0 and "eval_loss" in row):
-            kept.append(json.dumps(row) + "\n")
-    atomic_write_text(path, "".join(kept))
-
-
 def held_out_loss(model: Any, blocks: Any, batch_size: int) -> float:
     """Mean next-token loss (nats per predicted token) over held-out blocks."""
     import torch
@@ -249,7 +215,7 @@ def adapt(options: AdaptOptions, on_event: Event | None = None) -> AdaptOutcome:
     emit = on_event or (lambda kind, payload: None)
     validate(options)
     ref = resolve_model_ref(options.model)
-    source = read_dex_manifest(ref.location) if ref.kind == "local" else None
+    source = read_dex_manifest(ref.location) if ref.kind in ("local", "zoo") else None
     source_is_dex = source is not None and source.kind == "dex"
     if options.train != "oproj" and not source_is_dex:
         raise UsageError(
@@ -345,19 +311,19 @@ def _train(
         optimizer.load_state_dict(payload["optimizer"])
         start, seconds = int(payload["step"]), float(payload["seconds"])
         loss_before, first_loss = float(payload["loss_before"]), payload.get("train_loss_first")
-        _trim_log(log_path, start)
+        trim_log(log_path, start)
         emit("status", f"resumed at step {start}")
     else:
         log_path.unlink(missing_ok=True)
         set_schedule(model, 0, anneal)
         emit("status", "held-out loss before")
         loss_before = held_out_loss(model, eval_blocks, options.batch_size)
-        _append_log(log_path, {"step": 0, "tokens": 0, "eval_loss": loss_before})
+        append_log(log_path, {"step": 0, "tokens": 0, "eval_loss": loss_before})
     emit("eval", {"when": "before", "loss": loss_before})
     emit("plan", {"steps": total_steps, "start": start})
 
     def save_resume(step: int) -> None:
-        _atomic_torch_save(
+        atomic_torch_save(
             {
                 "fingerprint": run_fingerprint,
                 "step": step,
@@ -391,7 +357,7 @@ def _train(
         row = {"step": step + 1, "tokens": (step + 1) * tokens_per_step, "loss": round(loss_value, 6)}
         if mean_lambda is not None:
             row["lambda_mean"] = round(mean_lambda, 6)
-        _append_log(log_path, row)
+        append_log(log_path, row)
         emit("step", {"step": step + 1, "loss": loss_value, "lambda": mean_lambda})
         if (step + 1) % options.checkpoint_every == 0 and step + 1 < total_steps:
             save_resume(step + 1)
@@ -402,7 +368,7 @@ def _train(
     set_schedule(model, total_steps, anneal)
     emit("status", "held-out loss after")
     loss_after = held_out_loss(model, eval_blocks, options.batch_size)
-    _append_log(
+    append_log(
         log_path, {"step": total_steps, "tokens": total_steps * tokens_per_step, "eval_loss": loss_after}
     )
     emit("eval", {"when": "after", "loss": loss_after})

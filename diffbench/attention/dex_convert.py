@@ -173,7 +173,7 @@ def fold(model_text: str, out: Path, command: list[str] | None = None) -> FoldOu
 
     check_new_output(out)
     ref = resolve_model_ref(model_text)
-    manifest = read_dex_manifest(ref.location) if ref.kind == "local" else None
+    manifest = read_dex_manifest(ref.location) if ref.kind in ("local", "zoo") else None
     if manifest is None or manifest.kind != "dex":
         raise UsageError(f"model {model_text!r} is not a DEX checkpoint (no diffbench.json of kind 'dex')")
     if manifest.folded:

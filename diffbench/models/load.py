@@ -35,7 +35,7 @@ class ModelRef:
 
     text: str
     name: str
-    kind: str  # "alias", "gguf", "local" or "hub"
+    kind: str  # "alias", "gguf", "local", "zoo" or "hub"
     location: str
 
 
@@ -68,6 +68,11 @@ def resolve_model_ref(text: str) -> ModelRef:
     """Classify a --model value; a path that does not exist and is no hub id is a usage error."""
     if text == "smollm2":
         return ModelRef(text, "smollm2", "alias", str(smollm2_gguf_path()))
+    if text.startswith("zoo:"):
+        from diffbench.zoo import zoo_model_dir
+
+        name = text.removeprefix("zoo:")
+        return ModelRef(text, f"zoo-{name}", "zoo", str(zoo_model_dir(name)))
     path = Path(text).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelRef(text, path.stem, "gguf", str(path.resolve()))

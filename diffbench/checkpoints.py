@@ -1,0 +1,61 @@
+"""Resumable training state on disk: one atomically replaced checkpoint file and an append-only log.
+
+Shared by `dex adapt` and `zoo train`. A kill at any moment leaves either the previous checkpoint or
+the new one, never half of one; log lines written after the checkpoint a resume starts from are
+dropped and redone, so the log of a resumed run equals the log of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from diffbench.store import atomic_write_text
+
+
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """``torch.save`` into a temporary file, fsync, then rename over ``path``."""
+    import torch
+
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+        temporary = Path(handle.name)
+    os.replace(temporary, path)
+
+
+def append_log(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The log's rows; a line cut by a kill is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def trim_log(path: Path, last_step: int) -> None:
+    """Keep only log lines up to the checkpoint a resume starts from (later ones are redone)."""
+    if not path.exists():
+        return
+    kept = [
+        json.dumps(row) + "\n"
+        for row in read_log(path)
+        if (step := row.get("step", 0)) < last_step
+        or (step == last_step and "loss" in row)
+        or (step == 0 and "eval_loss" in row)
+    ]
+    atomic_write_text(path, "".join(kept))

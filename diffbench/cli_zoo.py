@@ -1,0 +1,182 @@
+"""`diffbench zoo`: list the embedded models, train one from its recipe, and write a model's card."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+zoo_app = typer.Typer(
+    help="The embedded tiny models (zoo:baseline, zoo:diff, zoo:dex): list, train, card.",
+    no_args_is_help=True,
+)
+
+
+@zoo_app.command("list")
+def zoo_list(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
+) -> None:
+    """The zoo's models with their size, training and measured NIAH accuracy by length."""
+    from diffbench.cli import stdout, user_errors
+
+    with user_errors():
+        from diffbench.report.tables import rich_table
+        from diffbench.zoo import zoo_model_dir
+        from diffbench.zoo.card import summary
+        from diffbench.zoo.recipes import ZOO_NAMES
+
+        rows = [summary(zoo_model_dir(name), name) for name in ZOO_NAMES]
+        if json_output:
+            sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
+            return
+        lengths = sorted({label for row in rows for label in row.niah}, key=_length_order)
+        headers = [
+            "model",
+            "variant",
+            "parameters",
+            "MB",
+            "tokens seen",
+            "train s",
+            *[f"NIAH {x}" for x in lengths],
+        ]
+        cells = [
+            [
+                f"zoo:{row.name}",
+                row.variant,
+                f"{row.parameters:,}",
+                f"{row.size_mb:.2f}",
+                f"{row.tokens_seen:,}" if row.tokens_seen else "",
+                f"{row.train_seconds:.0f}" if row.train_seconds else "",
+                *[f"{row.niah[x]:.2f}" if x in row.niah else "" for x in lengths],
+            ]
+            for row in rows
+        ]
+        stdout.print(
+            rich_table(headers, cells, "diffbench model zoo", "cards: diffbench/zoo/models/NAME/README.md")
+        )
+
+
+def _length_order(label: str) -> int:
+    from diffbench.lengths import parse_lengths
+
+    return parse_lengths(label)[0]
+
+
+@zoo_app.command("train")
+def zoo_train(
+    name: Annotated[str, typer.Argument(help="baseline | diff | dex")],
+    out: Annotated[Path, typer.Option(help="Directory to train into (rerun the same command to resume).")],
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice; the zoo used 1).")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="dex only: the baseline to adapt (default zoo:baseline).")
+    ] = None,
+) -> None:
+    """Train a zoo model from its seeded recipe: same seed and threads, same loss curve."""
+    from diffbench.cli import stderr, stdout, user_errors
+
+    with user_errors():
+        from diffbench.errors import UsageError
+        from diffbench.zoo import check_zoo_name
+        from diffbench.zoo.recipes import RECIPES, DexRecipe
+
+        check_zoo_name(name)
+        recipe = RECIPES[name]
+        if source is not None and not isinstance(recipe, DexRecipe):
+            raise UsageError("--source only applies to 'dex' (baseline and diff train from scratch)")
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        outcome: Any
+        if isinstance(recipe, DexRecipe):
+            from diffbench.zoo.adapt import train_dex
+
+            outcome = train_dex(
+                recipe, out, source or "zoo:baseline", _progress_hook(stderr, f"zoo train {name}")
+            )
+        else:
+            from diffbench.zoo.train import train
+
+            with _progress(stderr, f"zoo train {name}") as hook:
+                outcome = train(recipe, out, hook)
+        from diffbench.zoo.card import write_card
+
+        card = write_card(out, name)
+        stdout.print(
+            f"zoo:{name}: {outcome.tokens:,} tokens in {outcome.seconds:.0f} s; "
+            f"checkpoint {out}; card {card}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _progress_hook(console: Any, label: str) -> Any:
+    """A plain event printer for the DEX stage (dex adapt draws its own numbers)."""
+
+    def hook(kind: str, payload: Any) -> None:
+        if kind in ("status", "eval"):
+            console.print(f"{label}: {kind} {payload}", markup=False, highlight=False)
+
+    return hook
+
+
+class _progress:
+    """A rich progress bar fed by zoo.train's events: step, loss, answer loss, held-out accuracy."""
+
+    def __init__(self, console: Any, label: str) -> None:
+        from diffbench.progress import progress_bar
+
+        self.bar = progress_bar(console)
+        self.task = self.bar.add_task(label, total=None, info="")
+
+    def __enter__(self) -> Any:
+        self.bar.__enter__()
+        return self.on_event
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def on_event(self, kind: str, payload: Any) -> None:
+        if kind == "start":
+            self.bar.update(self.task, total=payload["total"], completed=payload["done"])
+        elif kind == "step":
+            info = f"loss {payload['loss']:.3f} answer {payload['answer_loss']:.3f}"
+            self.bar.update(self.task, completed=payload["step"], info=info)
+            if "eval_accuracy" in payload:
+                self.bar.console.print(
+                    f"step {payload['step']}: held-out accuracy {payload['eval_accuracy']:.2f} "
+                    f"(with a position skip {payload['eval_far_accuracy']:.2f})",
+                    highlight=False,
+                )
+
+
+@zoo_app.command("card")
+def zoo_card(
+    name: Annotated[str, typer.Argument(help="baseline | diff | dex")],
+    directory: Annotated[
+        Path | None, typer.Option(help="The model directory (default: the shipped one).")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option(help="A niah run holding this model: its grid goes in the card.")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="The model's name in that run (default: zoo-NAME).")
+    ] = None,
+) -> None:
+    """Rewrite a zoo model's README.md card, adding the NIAH grid of a run when given."""
+    from diffbench.cli import stdout, user_errors
+
+    with user_errors():
+        from diffbench.zoo import zoo_model_dir
+        from diffbench.zoo.card import attach_grid, write_card
+
+        target = directory or zoo_model_dir(name)
+        if run is not None:
+            attach_grid(target, run, model_name or f"zoo-{name}")
+        stdout.print(f"card: {write_card(target, name)}", markup=False, highlight=False)

@@ -1,0 +1,199 @@
+"""Model cards for the zoo: recipe, tokens seen, loss curve and the model's NIAH grid, from its files.
+
+A card is rebuilt from what the directory holds (recipe.json, train_log.jsonl or dex training facts,
+and the niah section a measured run added to card.json), so it can never disagree with the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffbench.checkpoints import read_log
+from diffbench.store import atomic_write_text
+
+CARD_DATA = "card.json"
+CARD_FILE = "README.md"
+LOSS_PLOT = "loss.png"
+GRID_PLOT = "niah_grid.png"
+
+
+@dataclass(frozen=True)
+class ZooSummary:
+    """One row of `diffbench zoo list`."""
+
+    name: str
+    variant: str
+    parameters: int
+    size_mb: float
+    tokens_seen: int | None
+    train_seconds: float | None
+    niah: dict[str, float]  # length label → accuracy over depths
+
+
+def parameter_count(directory: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(directory / "model.safetensors"), framework="pt") as handle:
+        for name in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            shape = handle.get_slice(name).get_shape()
+            count = 1
+            for dim in shape:
+                count *= dim
+            total += count
+    return total
+
+
+def directory_mb(directory: Path) -> float:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 1e6
+
+
+def read_card_data(directory: Path) -> dict[str, Any]:
+    path = directory / CARD_DATA
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def write_card_data(directory: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(directory / CARD_DATA, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def plot_loss(directory: Path) -> Path | None:
+    """loss.png: training loss (all tokens and answer tokens) and held-out answer accuracy by step."""
+    rows = [r for r in read_log(directory / "train_log.jsonl") if "loss" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))
+    steps = [r["step"] for r in rows]
+    losses.plot(steps, [r["lm_loss"] for r in rows], label="all tokens", linewidth=0.8)
+    if "answer_loss" in rows[0]:
+        losses.plot(steps, [r["answer_loss"] for r in rows], label="answer tokens", linewidth=0.8)
+    losses.set_xlabel("step")
+    losses.set_ylabel("loss (nats/token)")
+    losses.legend()
+    evals = [r for r in rows if "eval_accuracy" in r]
+    if evals:
+        accuracy.plot(
+            [r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "o-", label="contiguous"
+        )
+        accuracy.plot(
+            [r["step"] for r in evals], [r["eval_far_accuracy"] for r in evals], "s-", label="position skip"
+        )
+        accuracy.set_ylim(-0.02, 1.02)
+        accuracy.legend()
+    accuracy.set_xlabel("step")
+    accuracy.set_ylabel("held-out answer accuracy")
+    figure.tight_layout()
+    path = directory / LOSS_PLOT
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def summary(directory: Path, name: str) -> ZooSummary:
+    """What `zoo list` shows for one model directory."""
+    from diffbench.attention.dex import is_dex_checkpoint
+
+    recipe = json.loads((directory / "recipe.json").read_text(encoding="utf-8"))
+    result = recipe.get("result", {})
+    variant = "dex" if is_dex_checkpoint(str(directory)) else recipe["recipe"].get("variant", "baseline")
+    return ZooSummary(
+        name=name,
+        variant=variant,
+        parameters=parameter_count(directory),
+        size_mb=round(directory_mb(directory), 2),
+        tokens_seen=result.get("tokens_seen"),
+        train_seconds=result.get("seconds"),
+        niah=read_card_data(directory).get("niah", {}).get("accuracy_by_length", {}),
+    )
+
+
+def write_card(directory: Path, name: str) -> Path:
+    """README.md of a zoo model from its recipe, log and measured grid."""
+    recipe = json.loads((directory / "recipe.json").read_text(encoding="utf-8"))
+    facts = summary(directory, name)
+    loss_plot = plot_loss(directory)
+    niah = read_card_data(directory).get("niah")
+    lines = [
+        f"# zoo:{name}",
+        "",
+        f"A tiny {facts.variant} model trained by diffbench (`diffbench zoo train {name}`), shipped so every "
+        "command has an embedded default. It is a benchmark fixture, not a language model: it learned one "
+        "task (find the magic number for a key in generated prose) and nothing else.",
+        "",
+        f"- parameters: {facts.parameters:,}; directory size {facts.size_mb} MB",
+        f"- tokens seen: {facts.tokens_seen:,}" if facts.tokens_seen else "- tokens seen: see recipe",
+        f"- training time: {facts.train_seconds:.0f} s" if facts.train_seconds else "",
+        "",
+        "## Recipe",
+        "",
+        "```json",
+        json.dumps(recipe["recipe"], indent=2),
+        "```",
+        "",
+        "Result of the recorded run:",
+        "",
+        "```json",
+        json.dumps(recipe.get("result", {}), indent=2),
+        "```",
+    ]
+    if loss_plot is not None:
+        lines += ["", "## Loss curve", "", f"![loss]({LOSS_PLOT})"]
+    lines += ["", "## NIAH grid", ""]
+    if niah:
+        lines += [
+            f"`{niah['command']}` (diffbench {niah['diffbench_version']}); accuracy by length and depth:",
+            "",
+            niah["table_markdown"],
+            "",
+            f"![grid]({GRID_PLOT})" if (directory / GRID_PLOT).exists() else "",
+        ]
+    else:
+        lines.append("Not measured yet: `diffbench zoo card` adds it from a niah run.")
+    path = directory / CARD_FILE
+    atomic_write_text(path, "\n".join(line for line in lines if line is not None) + "\n")
+    return path
+
+
+def attach_grid(directory: Path, run: Path, model: str) -> None:
+    """Put ``model``'s depth × length grid from niah run ``run`` into the card (table, heatmap, by length)."""
+    from diffbench.errors import UsageError
+    from diffbench.lengths import format_length
+    from diffbench.report.heatmap import plot_heatmap
+    from diffbench.report.summary import cell_summary, grid, records_frame
+    from diffbench.report.tables import markdown_table
+    from diffbench.store import RECORDS, iter_record_lines, read_manifest
+
+    manifest = read_manifest(run)
+    frame = records_frame(list(iter_record_lines(run / RECORDS)))
+    if frame.empty or model not in set(frame["model"]):
+        raise UsageError(f"run {str(run)!r} has no records of model {model!r}; pass --model-name")
+    table = grid(cell_summary(frame[frame["model"] == model]), model)
+    labels = [format_length(int(length)) for length in table.columns]
+    cells = [[f"{depth:g}%", *[f"{value:.2f}" for value in row]] for depth, row in table.iterrows()]
+    by_length = {
+        label: round(float(table[length].mean()), 4)
+        for label, length in zip(labels, table.columns, strict=True)
+    }
+    plot_heatmap(table, f"zoo:{directory.name} — NIAH accuracy", directory / "niah_grid")
+    for extra in directory.glob("niah_grid.svg"):
+        extra.unlink()  # the PNG is enough for a card; keeps the package small
+    data = read_card_data(directory)
+    data["niah"] = {
+        "command": " ".join(["diffbench", *manifest.command[1:]]) if manifest.command else "diffbench niah",
+        "diffbench_version": manifest.versions.get("diffbench"),
+        "run_id": manifest.run_id,
+        "samples_per_cell": int(
+            frame[frame["model"] == model].groupby(["target_length", "depth"]).size().min()
+        ),
+        "accuracy_by_length": by_length,
+        "table_markdown": markdown_table(["depth", *labels], cells),
+    }
+    write_card_data(directory, data)

@@ -1,0 +1,127 @@
+"""The zoo's recipes: every number that decides what a zoo model becomes, in one place.
+
+zoo:baseline and zoo:diff share everything but the attention (Llama vs DiffLlama with the same
+widths, so the same parameter budget up to Diff's λ vectors). zoo:dex is zoo:baseline converted to
+DEX and adapted on at most 1% of the baseline's training tokens.
+
+Length reach: both trained models see rows of at most 512 tokens, yet the benchmark asks them
+for needles 64K tokens back. Two choices carry them there: a large RoPE base (10⁶: the slow
+dimensions barely turn within 64K, so they can match content at any distance) and PoSE-style
+position skips (half the rows jump by up to ``max_position`` before the question, so the model sees
+needle-to-question distances across the whole window while its local patterns stay contiguous).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+ZOO_NAMES = ("baseline", "diff", "dex")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with one row length, batch size and most needles per row."""
+
+    steps: int
+    seq_len: int
+    batch_size: int
+    max_needles: int
+
+
+# A length curriculum: copying a number from a needle emerges within a few hundred steps on 128-token
+# rows with one needle, and not within 1,100 steps on 512-token rows with up to four (measured while
+# writing this recipe); short rows first, then longer ones with more needles to tell apart by key.
+CURRICULUM = (Phase(800, 128, 16, 1), Phase(600, 256, 8, 2), Phase(600, 512, 4, 4))
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """A from-scratch training run of a tiny baseline or Diff V1 model on diffbench episodes."""
+
+    name: str
+    variant: Literal["baseline", "diff"]
+    hidden_size: int = 64
+    intermediate_size: int = 256
+    layers: int = 2
+    heads: int = 2
+    head_dim: int = 32
+    rope_theta: float = 1_000_000.0
+    max_position: int = 65_536
+    phases: tuple[Phase, ...] = CURRICULUM
+    lr: float = 3e-3
+    warmup_steps: int = 60
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.05
+    answer_weight: float = 2.0  # weight of the answer-token loss next to the all-token LM loss
+    skip_share: float = 0.5
+    seed: int = 0
+    eval_every: int = 100
+    eval_rows: int = 32
+
+    @property
+    def steps(self) -> int:
+        return sum(phase.steps for phase in self.phases)
+
+    @property
+    def tokens(self) -> int:
+        return sum(phase.steps * phase.seq_len * phase.batch_size for phase in self.phases)
+
+    @property
+    def final(self) -> Phase:
+        """The last phase: the longest rows, the most needles (what DEX adapts on)."""
+        return self.phases[-1]
+
+    def phase_at(self, step: int) -> Phase:
+        for phase in self.phases:
+            if step < phase.steps:
+                return phase
+            step -= phase.steps
+        return self.phases[-1]
+
+    def tokens_before(self, step: int) -> int:
+        """Training tokens in steps [0, step)."""
+        total = 0
+        for phase in self.phases:
+            taken = min(step, phase.steps)
+            total += taken * phase.seq_len * phase.batch_size
+            step -= taken
+        return total
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> TrainRecipe:
+        """The recipe recorded in a model's recipe.json."""
+        values = dict(stored)
+        values["phases"] = tuple(Phase(**phase) for phase in values["phases"])
+        return cls(**values)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DexRecipe:
+    """zoo:dex: ``dex convert`` + ``dex adapt`` of zoo:baseline on the baseline's own kind of episodes."""
+
+    name: str = "dex"
+    source: str = "baseline"
+    token_share: float = 0.01  # of the source's training tokens, the issue's upper bound
+    seq_len: int = 512
+    batch_size: int = 4
+    train: str = "dex"
+    seed: int = 0
+
+    def tokens(self, source: TrainRecipe) -> int:
+        return int(source.tokens * self.token_share)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+RECIPES: dict[str, TrainRecipe | DexRecipe] = {
+    "baseline": TrainRecipe(name="baseline", variant="baseline"),
+    "diff": TrainRecipe(name="diff", variant="diff"),
+    "dex": DexRecipe(),
+}

@@ -1,0 +1,258 @@
+"""The model zoo: tokenizer, training episodes, resumable training, and the shipped models end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from diffbench.checkpoints import read_log
+from diffbench.cli import app
+from diffbench.zoo import zoo_root
+from diffbench.zoo.data import EpisodeMaker, skipped_positions
+from diffbench.zoo.recipes import RECIPES, ZOO_NAMES, Phase, TrainRecipe
+from diffbench.zoo.tokenizer import build_tokenizer
+from diffbench.zoo.train import train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def zoo_tokenizer() -> Any:
+    return build_tokenizer(0)
+
+
+def test_tokenizer_is_reproducible_and_splits_digits(zoo_tokenizer: Any) -> None:
+    again = build_tokenizer(0)
+    assert again.backend_tokenizer.to_str() == zoo_tokenizer.backend_tokenizer.to_str()
+    shipped = zoo_root() / "baseline" / "tokenizer.json"
+    if shipped.exists():  # the shipped models carry exactly the tokenizer the recipe builds
+        assert (
+            json.loads(shipped.read_text())["model"]
+            == json.loads(zoo_tokenizer.backend_tokenizer.to_str())["model"]
+        )
+    text = "The special magic number for quiet-harbor is 4815162."
+    ids = zoo_tokenizer(text)["input_ids"]
+    assert ids[0] == zoo_tokenizer.bos_token_id
+    pieces = [zoo_tokenizer.decode([i]) for i in ids]
+    assert pieces[-8:] == ["4", "8", "1", "5", "1", "6", "2", "."]
+    assert zoo_tokenizer.decode(ids, skip_special_tokens=True) == text
+    assert zoo_tokenizer("x — ü 日本")["input_ids"]  # any text encodes (byte fallback alphabet)
+
+
+def test_episodes_are_exact_deterministic_and_ask_one_of_several_keys(zoo_tokenizer: Any) -> None:
+    maker = EpisodeMaker(zoo_tokenizer, 512, 4)
+    digest = hashlib.sha256()
+    counts = set()
+    for row in range(12):
+        episode = maker.episode(0, 7, row)
+        assert len(episode.input_ids) == 512
+        assert episode.input_ids == maker.episode(0, 7, row).input_ids
+        digest.update(str(episode.input_ids).encode())
+        text = zoo_tokenizer.decode(episode.input_ids[: episode.question_start], skip_special_tokens=True)
+        needles = text.count("The special magic number for ")
+        counts.add(needles)
+        assert len(episode.needle_ends) == needles == len(episode.answer_spans)
+        asked = []
+        for start, end in episode.answer_spans:  # every needle asked once, its own value answered
+            question = zoo_tokenizer.decode(episode.input_ids[episode.question_start : start])
+            key = question.rsplit("The special magic number for ", 1)[1].split(" ", 1)[0]
+            answer = zoo_tokenizer.decode(episode.input_ids[start : end - 1]).strip()
+            assert f"The special magic number for {key} is {answer}." in text
+            assert episode.input_ids[end - 1] == zoo_tokenizer.eos_token_id
+            asked.append(key)
+        assert len(set(asked)) == needles
+        assert max(episode.needle_ends) <= episode.question_start < episode.answer_spans[0][0]
+        assert episode.answer_spans[-1][1] == 512
+    assert counts == {1, 2, 3, 4}
+    assert maker.episode(1, 7, 0).input_ids != maker.episode(0, 7, 0).input_ids
+
+
+def test_position_skips_keep_both_sides_contiguous(zoo_tokenizer: Any) -> None:
+    maker = EpisodeMaker(zoo_tokenizer, 256, 2)
+    episodes = [maker.episode(0, 0, row) for row in range(64)]
+    positions = skipped_positions(episodes, 256, 65_536, 0, 0, 0.5)
+    jumped = 0
+    for row, episode in zip(positions.tolist(), episodes, strict=True):
+        steps = [b - a for a, b in itertools.pairwise(row)]
+        jumps = [i for i, step in enumerate(steps) if step != 1]
+        assert len(jumps) <= 1 and row[0] == 0 and row[-1] < 65_536
+        if jumps:
+            jumped += 1
+            assert jumps[0] + 1 <= episode.question_start  # the jump comes before the question
+    assert 20 <= jumped <= 44  # about half the rows, as skip_share says
+
+
+TINY = TrainRecipe(
+    name="tiny",
+    variant="baseline",
+    hidden_size=16,
+    intermediate_size=32,
+    heads=2,
+    head_dim=8,
+    phases=(Phase(6, 128, 2, 1),),
+    warmup_steps=2,
+    eval_every=3,
+    eval_rows=2,
+)
+
+
+def test_interrupted_training_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    whole = train(TINY, tmp_path / "whole")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_four(kind: str, payload: Any) -> None:
+        if kind == "step" and payload["step"] == 4:
+            raise Stop  # killed after the step-3 checkpoint, with step 4 logged and lost
+
+    with pytest.raises(Stop):
+        train(TINY, tmp_path / "cut", stop_after_four)
+    resumed = train(TINY, tmp_path / "cut")
+    assert resumed.resumed_from == 3 and whole.resumed_from == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]  # noqa: E731
+    assert strip(read_log(tmp_path / "cut" / "train_log.jsonl")) == strip(
+        read_log(tmp_path / "whole" / "train_log.jsonl")
+    )
+    a, b = (
+        load_file(tmp_path / "whole" / "model.safetensors"),
+        load_file(tmp_path / "cut" / "model.safetensors"),
+    )
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not (tmp_path / "cut" / "resume.pt").exists()
+    recipe = json.loads((tmp_path / "whole" / "recipe.json").read_text())
+    assert recipe["result"]["tokens_seen"] == 6 * 2 * 128
+
+
+def test_a_different_recipe_in_the_same_directory_is_refused(tmp_path: Path, one_torch_thread: None) -> None:
+    from diffbench.errors import UsageError
+
+    train(replace(TINY, phases=(Phase(1, 128, 2, 1),), eval_every=1), tmp_path / "run")
+    with pytest.raises(UsageError, match="another recipe"):
+        train(TINY, tmp_path / "run")
+
+
+def test_diff_recipe_trains_a_difflama_of_the_same_budget(tmp_path: Path, one_torch_thread: None) -> None:
+    from transformers import AutoModelForCausalLM
+
+    two = (Phase(2, 128, 2, 1),)
+    train(replace(TINY, variant="diff", phases=two, eval_every=2), tmp_path / "diff")
+    train(replace(TINY, phases=two, eval_every=2), tmp_path / "base")
+    diff = AutoModelForCausalLM.from_pretrained(tmp_path / "diff")
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    assert type(diff).__name__ == "DiffLlamaForCausalLM"
+    extra = sum(p.numel() for p in diff.parameters()) - sum(p.numel() for p in base.parameters())
+    assert extra == TINY.layers * 4 * TINY.head_dim  # only the λ vectors
+
+
+def test_dex_recipe_converts_and_adapts_a_zoo_trained_source(tmp_path: Path, one_torch_thread: None) -> None:
+    from diffbench.attention.dex import is_dex_checkpoint, read_dex_manifest
+    from diffbench.zoo.adapt import train_dex
+    from diffbench.zoo.recipes import DexRecipe
+
+    train(TINY, tmp_path / "source")
+    outcome = train_dex(
+        DexRecipe(seq_len=128, batch_size=2, token_share=0.2), tmp_path / "dex", str(tmp_path / "source")
+    )
+    assert is_dex_checkpoint(str(tmp_path / "dex"))
+    manifest = read_dex_manifest(tmp_path / "dex")
+    assert (
+        manifest is not None and manifest.tokens_seen == outcome.tokens == 256
+    )  # 20% of 1,536: one step of 2 × 128
+    result = json.loads((tmp_path / "dex" / "recipe.json").read_text())["result"]
+    assert result["source_tokens"] == 1536 and result["token_share"] == pytest.approx(256 / 1536, abs=1e-4)
+    again = train_dex(
+        DexRecipe(seq_len=128, batch_size=2, token_share=0.2), tmp_path / "dex", str(tmp_path / "source")
+    )
+    assert again.tokens == 256  # rerunning a finished recipe changes nothing
+
+
+# ----- the shipped models -------------------------------------------------------------------------
+
+
+def test_shipped_models_are_small_and_load_as_their_variant() -> None:
+    from diffbench.models.load import detect_variant, load_config, resolve_model_ref
+    from diffbench.zoo.card import directory_mb
+
+    expected = {"baseline": "baseline", "diff": "diff", "dex": "dex"}
+    for name in ZOO_NAMES:
+        ref = resolve_model_ref(f"zoo:{name}")
+        assert ref.kind == "zoo" and ref.name == f"zoo-{name}"
+        assert directory_mb(Path(ref.location)) <= 10
+        assert detect_variant(load_config(ref, ref.location), ref.location) == expected[name]
+        assert (Path(ref.location) / "README.md").read_text().startswith(f"# zoo:{name}")
+    dex = json.loads((zoo_root() / "dex" / "recipe.json").read_text())["result"]
+    assert dex["token_share"] <= 0.01  # DEX adapts on at most 1% of the baseline's training tokens
+
+
+def test_shipped_training_log_reproduces_from_the_recipe(tmp_path: Path, one_torch_thread: None) -> None:
+    """The first steps of the shipped baseline's loss curve, retrained from its seed, match (1 thread)."""
+    recipe = RECIPES["baseline"]
+    assert isinstance(recipe, TrainRecipe)
+    shipped = [r for r in read_log(zoo_root() / "baseline" / "train_log.jsonl") if "loss" in r][:5]
+    first = recipe.phases[0]
+    five = (Phase(5, first.seq_len, first.batch_size, first.max_needles),)
+    train(
+        replace(recipe, phases=five, eval_every=5, eval_rows=2), tmp_path / "again"
+    )  # warmup lr: same 5 steps
+    again = read_log(tmp_path / "again" / "train_log.jsonl")
+    assert [r["step"] for r in again] == [1, 2, 3, 4, 5]
+    for ours, theirs in zip(again, shipped, strict=True):
+        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-3)
+
+
+def test_zoo_baseline_retrieves_at_its_training_length(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["niah", "--model", "zoo:baseline", "--lengths", "512", "--depths", "5", "--samples", "4",
+         "--out", str(tmp_path / "run"), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    accuracy = summary["models"][0]["accuracy"]
+    assert accuracy >= 0.8, summary["models"]
+
+
+def test_zoo_list_shows_every_model() -> None:
+    result = runner.invoke(app, ["zoo", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [row["name"] for row in rows] == list(ZOO_NAMES)
+    assert all(row["parameters"] > 100_000 and row["size_mb"] <= 10 for row in rows)
+
+
+def test_unknown_zoo_model_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["niah", "--model", "zoo:giant", "--lengths", "1k"])
+    assert result.exit_code == 2
+    assert "unknown zoo model 'giant'" in result.output and "Traceback" not in result.output
+
+
+def test_a_position_skip_still_lets_the_question_see_the_needle(tiny_llama: Any) -> None:
+    """Changing a token before the jump changes the last logits: the skip is no packed-sequence boundary."""
+    import torch
+
+    from diffbench.zoo.train import next_token_logits
+
+    torch.manual_seed(0)
+    vocab = tiny_llama.config.vocab_size
+    ids = torch.randint(3, vocab - 1, (1, 64))
+    positions = torch.arange(64).unsqueeze(0).clone()
+    positions[0, 32:] += 5000
+    changed = ids.clone()
+    changed[0, 5] = vocab - 1
+    with torch.no_grad():
+        before = next_token_logits(tiny_llama, ids, positions)[0, -1]
+        after = next_token_logits(tiny_llama, changed, positions)[0, -1]
+    assert (before - after).abs().max() > 1e-4
