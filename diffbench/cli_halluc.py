@@ -122,7 +122,7 @@ def halluc(
     contrastive likelihoods; Wilson intervals per model and paired tests between models."""
     with user_errors():
         from diffbench.progress import sample_progress
-        from diffbench.report.halluc import summarize, summary_tables
+        from diffbench.report.halluc import secondary_lines, summarize, summary_tables
         from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
         from diffbench.tasks.probes.runner import run_halluc
 
@@ -151,4 +151,6 @@ def halluc(
             return
         for table in summary_tables(payload):
             stdout.print(table)
+        for line in secondary_lines(payload):
+            stdout.print(line, markup=False, highlight=False, soft_wrap=True)
         stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)

@@ -85,6 +85,11 @@ def niah(*extra: str, model: str = "{llama}", grid: tuple[str, ...] = tuple(SHOR
     return ["niah", "--model", model, *grid, *extra, "--out", "{tmp}/out"]
 
 
+def halluc(*extra: str) -> list[str]:
+    """A one-item probe run of the tiny Llama; cases add the option they get wrong."""
+    return ["halluc", "--model", "{llama}", "--samples", "1", "--lengths", "2k", *extra, "--out", "{tmp}/out"]
+
+
 def resume(*extra: str) -> list[str]:
     """The base run's own command, on a copy of it in {tmp}/run."""
     return ["niah", "--model", "{llama}", *RUN_ARGS, *extra, "--out", "{tmp}/run"]
@@ -1299,6 +1304,40 @@ CASES = [
         ["zoo", "card", "baseline", "--directory", "{tmp}/card", "--run", "{run}"],
         "has no records of model 'zoo-baseline'",
         prepare=write("card/recipe.json", "{}"),
+    ),
+    # Hallucination probes
+    Case("E-HALLUC-PROBE-UNKNOWN", halluc("--probes", "factsum,p9"), "unknown probe 'p9' in --probes"),
+    Case(
+        "E-HALLUC-MODE", halluc("--mode", "sampled"), "unknown --mode 'sampled': use generate, forced or both"
+    ),
+    Case(
+        "E-HALLUC-DATASET-MISSING",
+        halluc("--dataset", "{tmp}/none.jsonl"),
+        ": no such file; pass a JSONL file",
+    ),
+    Case(
+        "E-HALLUC-DATASET-LINE",
+        halluc("--dataset", "{tmp}/data.jsonl"),
+        "each line must be a JSON object with a string 'context'",
+        prepare=write("data.jsonl", '{"context": "A bridge."}\nnot json\n'),
+    ),
+    Case(
+        "E-HALLUC-DATASET-LINE",
+        halluc("--dataset", "{tmp}/data.jsonl"),
+        "each line must be a JSON object with a string 'context'",
+        prepare=write("data.jsonl", '{"question": "Which?"}\n'),
+        variant="no-context",
+    ),
+    Case(
+        "E-HALLUC-JUDGE-UNKNOWN",
+        halluc("--judge", "gpt4"),
+        "unknown --judge 'gpt4': use 'rule' or 'nli:PATH'",
+    ),
+    Case("E-HALLUC-JUDGE-PATH", halluc("--judge", "nli:{tmp}/none"), "no checkpoint directory at"),
+    Case(
+        "E-HALLUC-TOO-SHORT",
+        halluc("--probes", "factqa", "--lengths", "256"),
+        "tokens is too short: template, question and facts alone take",
     ),
     # Known gaps: still a traceback today
     Case(

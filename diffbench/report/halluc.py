@@ -252,8 +252,8 @@ def summary_tables(payload: Row) -> list[Any]:
     tables = []
     for model in dict.fromkeys(row["model"] for row in payload["probes"]):
         table = Table(title=f"{model}: hallucination probes (95% Wilson intervals)")
-        for column in ("probe", "mode", "headline", "value [95% CI]", "n", "secondaries", "judge"):
-            table.add_column(column, overflow="fold")
+        for column in ("probe", "mode", "headline", "value [95% CI]", "n", "judge"):
+            table.add_column(column)
         for row in (r for r in payload["probes"] if r["model"] == model):
             judge = row.get("judge")
             judge_text = (
@@ -267,7 +267,6 @@ def summary_tables(payload: Row) -> list[Any]:
                 row["metric"],
                 format_interval(row),
                 str(row["n"]),
-                _secondary_text(row["secondary"]),
                 judge_text,
             )
         tables.append(table)
@@ -287,6 +286,15 @@ def summary_tables(payload: Row) -> list[Any]:
             )
         tables.append(table)
     return tables
+
+
+def secondary_lines(payload: Row) -> list[str]:
+    """One line per model × probe × mode with its secondary metrics (too many for a table column)."""
+    return [
+        f"{row['model']} {row['probe']} ({row['mode']}): {_secondary_text(row['secondary'])}"
+        for row in payload["probes"]
+        if row["secondary"]
+    ]
 
 
 def _secondary_text(extra: Row) -> str:

@@ -71,7 +71,7 @@ def article_inserts(world: FactWorld, rng: random.Random, depth: float) -> tuple
     sentences: list[str] = []
     for number, (start, facts) in enumerate(zip(starts, articles, strict=True)):
         text = " ".join([f"News report {ARTICLE_LETTERS[number]}:", *facts])
-        inserts.append(Insert(start, text, gold=number == 0, separator="\n\n"))
+        inserts.append(Insert(start, text, gold=start == depth, separator="\n\n"))
         sentences += facts
     distractors = [render_fact(c, a, rng.randrange(3)) for c in world.companies[1:] for a in c.values]
     for where, sentence in zip(seeded_depths(rng, len(distractors), None), distractors, strict=True):

@@ -36,7 +36,10 @@ _WORD_UNITS = {
 }  # fmt: skip
 _WORD_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 _NUMBER_WORD = re.compile(
-    r"\b(?:(?:" + "|".join([*_WORD_UNITS, *_WORD_SCALES]) + r")(?:[\s-]+(?:and[\s-]+)?)?)+", re.IGNORECASE
+    r"\b(?:(?:"
+    + "|".join(sorted([*_WORD_UNITS, *_WORD_SCALES], key=len, reverse=True))
+    + r")\b(?:[\s-]+(?:and[\s-]+)?)?)+",
+    re.IGNORECASE,
 )
 # Number words up to ten are ordinary language ("one of its products"), not claims; they are skipped.
 SMALL_WORD_NUMBER = 10
@@ -50,18 +53,18 @@ def canonical_number(integer: str, fraction: str | None = None) -> str:
 
 
 def _word_number(phrase: str) -> int | None:
+    """The value of a run of number words; a scale word alone ("482.7 million") is a unit, no number."""
     total = current = 0
     seen = False
     for word in re.split(r"[\s-]+", phrase.lower()):
         if word in _WORD_UNITS:
             current += _WORD_UNITS[word]
             seen = True
-        elif word in _WORD_SCALES:
+        elif word in _WORD_SCALES and (seen or total):
             scale = _WORD_SCALES[word]
             current = max(current, 1) * scale
             if scale >= 1000:
                 total, current = total + current, 0
-            seen = True
     return total + current if seen else None
 
 
@@ -199,7 +202,7 @@ def unknown_capitalised(text: str, lexicon: Lexicon, context: str) -> list[str]:
     for sentence in split_sentences(text):
         tokens = _WORD.findall(sentence)
         for token in tokens[1:]:
-            known = token in lexicon.words or token in context_words
+            known = token in lexicon.words or token in context_words or token == "I"
             if token[0].isupper() and not known and token not in found:
                 found.append(token)
     return found
@@ -381,11 +384,15 @@ def check_answer(
     lexicon: Lexicon,
 ) -> AnswerCheck:
     """``others``: (value, kind) of every other candidate; a hedge naming two values is not correct."""
-    present_others = [(value, kind) for value, kind in others if value_present(value, output)]
-    correct = value_present(gold, output) and not present_others
+    names_out = lexicon.find(output)
+
+    def present(value: str) -> bool:  # a name also counts when named by an alias ("Kessling")
+        return value_present(value, output) or value in names_out
+
+    present_others = [(value, kind) for value, kind in others if present(value)]
+    correct = present(gold) and not present_others
     numbers_out = extract_numbers(output)
     allowed_numbers = extract_numbers(context) | extract_numbers(template_text)
-    names_out = lexicon.find(output)
     allowed_names = lexicon.find(context) | lexicon.find(template_text)
     unsupported_numbers = sorted(numbers_out - allowed_numbers)
     unsupported_entities = sorted(names_out - allowed_names)

@@ -1,0 +1,133 @@
+"""The probe generators: byte-identical items for a seed and tokenizer (golden hashes), and the
+invariants the exact checks rely on (unique non-round numbers, exact lengths, gold where asked)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from diffbench.haystack.sources import load_source
+from diffbench.specs import HallucSpec
+from diffbench.tasks.probes import PROBE_NAMES, generate_items, parse_probes
+from diffbench.tasks.probes.core import ProbeItem
+from diffbench.tasks.probes.metrics import Lexicon, extract_numbers
+
+LENGTH = 2048  # the tiny test tokenizer (600 merges) spends many tokens on the syllable names
+SAMPLES = 6
+
+# sha256 of the items' JSON for seed 0, the tiny tokenizer, 6 samples at 2048 tokens. A change here
+# means a run's items changed: resumed runs would be refused, so bump only on purpose.
+GOLDEN = {
+    "factsum": "13b59ae6e38c9aa5b73db9e1eb028fbbb3e0eee5d4556127189e57b021570004",
+    "factqa": "6f073386222da30718ec2bfb23074ba8554679839f824abe2bc4d356ac0b86d8",
+    "unanswerable": "f8a31c7d9258a809d3a6cb1cbee250e5b25294cf61c1b449aaa3ad1203a11b26",
+    "counterfactual": "9f606bd0b212f766c4b8e6232626f3dfd682d1eaf5c70231aeac8b0d32350013",
+    "contrastive": "e86fa0140c73386991f86101552c9a2a57d4d6aa43e8d929bde95bea1edf50be",
+}
+
+
+def items_of(tokenizer: Any, probe: str, seed: int = 0) -> list[ProbeItem]:
+    spec = HallucSpec(probes=[probe], lengths=[LENGTH], samples_per_cell=SAMPLES, seed=seed)
+    return generate_items(spec, tokenizer, load_source("prose", seed))
+
+
+def digest(items: list[ProbeItem]) -> str:
+    return hashlib.sha256("".join(item.model_dump_json() + "\n" for item in items).encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_tokenizer: Any) -> dict[str, list[ProbeItem]]:
+    return {probe: items_of(tiny_tokenizer, probe) for probe in PROBE_NAMES}
+
+
+@pytest.mark.parametrize("probe", PROBE_NAMES)
+def test_items_match_their_golden_hash(generated: dict[str, list[ProbeItem]], probe: str) -> None:
+    assert digest(generated[probe]) == GOLDEN[probe]
+
+
+def test_generation_is_deterministic_and_seeded(
+    tiny_tokenizer: Any, generated: dict[str, list[ProbeItem]]
+) -> None:
+    again = items_of(tiny_tokenizer, "factqa")
+    assert digest(again) == digest(generated["factqa"])
+    other = items_of(tiny_tokenizer, "factqa", seed=1)
+    assert digest(other) != digest(generated["factqa"])
+
+
+@pytest.mark.parametrize("probe", PROBE_NAMES)
+def test_prompts_are_token_exact_and_the_gold_lies_at_its_depth(
+    tiny_tokenizer: Any, generated: dict[str, list[ProbeItem]], probe: str
+) -> None:
+    for item in generated[probe]:
+        assert item.prompt_tokens == len(item.input_ids) == LENGTH - item.max_new_tokens
+        start, end = item.gold_span
+        if item.variant == "removed":
+            continue
+        gold_text = tiny_tokenizer.decode(item.input_ids[start:end])
+        assert gold_text.strip() and gold_text.strip() in item.context
+        middle = (start - 40) / max(1, item.prompt_tokens - 80)  # the document between frame and question
+        assert abs(middle * 100 - item.depth) < 30, (item.item_id, middle)
+        for sentence in item.fact_sentences:
+            assert sentence in item.context, (item.item_id, sentence)
+        assert len(item.candidate_ids) == len(item.candidates) == len(item.candidate_kinds)
+
+
+def test_numbers_in_a_document_are_unique_non_round_and_never_substrings(
+    generated: dict[str, list[ProbeItem]],
+) -> None:
+    for probe in ("factsum", "factqa", "contrastive"):
+        for item in generated[probe]:
+            numbers = sorted(extract_numbers(item.context))
+            assert numbers, item.item_id
+            bare = [n.replace(".", "") for n in numbers]
+            for a in bare:
+                assert not any(a != b and a in b for b in bare), (item.item_id, a, bare)
+            for number in numbers:
+                if "." not in number:
+                    assert int(number) % 10 != 0, (item.item_id, number)
+            years = [int(n) for n in numbers if "." not in n and len(n) == 4 and 1850 <= int(n) <= 2019]
+            assert len(years) == len(set(years))
+
+
+def test_decoys_are_in_the_lexicon_but_never_in_the_document(generated: dict[str, list[ProbeItem]]) -> None:
+    for item in generated["factsum"] + generated["factqa"]:
+        lexicon = Lexicon(item.lexicon)
+        placed = lexicon.find(item.context)
+        decoys = set(item.lexicon.values()) - placed
+        assert len(decoys) >= 4, item.item_id
+        assert all(name not in item.context for name in decoys)
+
+
+def test_variants_and_candidates_per_probe(generated: dict[str, list[ProbeItem]]) -> None:
+    assert [i.variant for i in generated["factsum"][:3]] == ["xsum", "cnndm", "multinews"]
+    assert [i.variant for i in generated["factqa"][:2]] == ["single", "multi"]
+    unanswerable = generated["unanswerable"]
+    assert [i.answerable for i in unanswerable] == [True, False] * (SAMPLES // 2)
+    assert {i.variant for i in unanswerable} == {"control", "removed", "decoy"}
+    for item in unanswerable:
+        assert "abstain" in item.candidate_kinds
+        if not item.answerable:
+            assert item.candidates[0] == "unanswerable"
+            removed = item.candidates[item.candidate_kinds.index("removed")]
+            if item.variant == "removed":
+                assert removed not in item.context  # the supporting sentence is gone
+    factqa = generated["factqa"][0]
+    assert factqa.candidate_kinds[0] == "gold" and factqa.candidate_kinds[-1] == "novel"
+    assert factqa.candidates[0] in factqa.context and factqa.candidates[-1] not in factqa.context
+    counterfactual = generated["counterfactual"]
+    assert counterfactual[4].variant == "magic" and counterfactual[0].variant == "conflict"
+    assert counterfactual[0].closed_book_ids is not None
+    assert "Recent records state that" in counterfactual[0].context
+    contrastive = generated["contrastive"][0]
+    assert contrastive.candidate_kinds == [
+        "faithful", "number_swap", "entity_swap", "date_swap", "negation", "extrinsic",
+    ]  # fmt: skip
+    faithful = contrastive.candidates[0]
+    assert all(negative != faithful for negative in contrastive.candidates[1:])
+    assert " not " in contrastive.candidates[4] and contrastive.candidates[5].startswith(faithful)
+
+
+def test_parse_probes_accepts_names_and_aliases() -> None:
+    assert parse_probes("p1, factqa,P5,p1") == ["factsum", "factqa", "contrastive"]
