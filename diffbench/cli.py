@@ -248,6 +248,14 @@ def niah(
         int | None,
         typer.Option(min=1, help="Tokens per prefill chunk (default 4096, or what --max-memory allows)."),
     ] = None,
+    attn: Annotated[
+        bool,
+        typer.Option(
+            "--attn",
+            help="Then record where attention goes at the answer rows of the same samples (RUN/attention; "
+            "as `diffbench attn`).",
+        ),
+    ] = False,
 ) -> None:
     """Needle-in-a-haystack over a depth × length grid, token-exact in each model's tokenizer."""
     with user_errors():
@@ -271,7 +279,9 @@ def niah(
             values=values,
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
-        execute_niah(spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options)
+        execute_niah(
+            spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options, attn
+        )
 
 
 def engine_options(
@@ -387,6 +397,7 @@ def execute_niah(
     dtype: str,
     json_output: bool,
     options: EngineOptions,
+    attn: bool = False,
 ) -> None:
     """Run with a progress bar on stderr, then write and show the reports."""
     from diffbench.engine.distributed import launched_rank
@@ -399,13 +410,30 @@ def execute_niah(
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
         run_niah(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
         return
+    if attn:  # a model the attention cannot read is refused before the niah run, not after it
+        from diffbench.analysis.attention_run import prepare_supported
+
+        prepare_supported(spec, models, lambda kind, payload: None)
     with sample_progress(stderr) as on_event:
         outcome = run_niah(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
+    attention = None
+    if attn:
+        from diffbench.analysis.attention_run import AttentionOptions, run_niah_attention
+
+        attention_options = AttentionOptions(
+            prefill_chunk=options.chunk_tokens or AttentionOptions.prefill_chunk
+        )
+        with sample_progress(stderr, "attn") as on_event:
+            attention = run_niah_attention(
+                outcome.directory, models, device, dtype, sys.argv, on_event, attention_options
+            ).summary
     report = write_run_report(outcome.directory)
     if outcome.resumed_records:
         stderr.print(f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new")
     if json_output:
         payload = {**report.summary, "directory": str(outcome.directory)}
+        if attention is not None:
+            payload["attention"] = attention
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     models_in_run = list(report.cells["model"].unique())
@@ -426,6 +454,8 @@ def execute_niah(
             f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f}{recall} "
             f"over {row['n']} samples"
         )
+    if attention is not None:
+        print_attention(attention)
     stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
 
 
@@ -645,7 +675,6 @@ def attn(
 ) -> None:
     """Where attention goes at the answer positions: needle, question, sinks, noise; per layer and head."""
     with user_errors():
-        from diffbench.analysis.attention_plots import table3
         from diffbench.analysis.attention_run import AttentionOptions, run_attention
         from diffbench.progress import sample_progress
         from diffbench.tasks.niah import build_niah_spec
@@ -670,26 +699,32 @@ def attn(
             payload = {**outcome.summary, "directory": str(outcome.directory)}
             sys.stdout.write(json.dumps(payload, indent=2) + "\n")
             return
-        stdout.print(table3(outcome.summary))
-        for row in outcome.summary["models"]:
-            extra = (
-                f", negative share {row['negative_share']:.3f}"
-                if row.get("negative_share") is not None
-                else ""
-            )
-            stdout.print(
-                f"{row['model']} ({row['variant']}): answer {row['answer']:.3f}, needle {row['needle']:.3f}, "
-                f"noise {row['noise']:.3f}, sink {row['sink']:.3f}, question {row['question']:.3f}{extra}; "
-                f"redundancy {_optional(row.get('redundancy'))}; teacher-forced accuracy "
-                f"{row['teacher_forced_accuracy']:.2f} over {row['samples']} samples",
-                highlight=False,
-            )
+        print_attention(outcome.summary)
+        stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
+
+
+def print_attention(summary: dict[str, Any]) -> None:
+    """The Table 3 view of an attention summary, a line per model, and the time and memory it took."""
+    from diffbench.analysis.attention_plots import table3
+
+    stdout.print(table3(summary))
+    for row in summary["models"]:
+        extra = (
+            f", negative share {row['negative_share']:.3f}" if row.get("negative_share") is not None else ""
+        )
+        if row.get("dex_relative_norm") is not None:
+            extra += f", DEX value term {row['dex_relative_norm']:.3f} of ||O||"
         stdout.print(
-            f"time {outcome.summary['wall_seconds']:.1f} s, "
-            f"peak memory {outcome.summary['peak_memory_mb']:.0f} MiB",
+            f"{row['model']} ({row['variant']}): answer {row['answer']:.3f}, needle {row['needle']:.3f}, "
+            f"noise {row['noise']:.3f}, sink {row['sink']:.3f}, question {row['question']:.3f}{extra}; "
+            f"redundancy {_optional(row.get('redundancy'))}; teacher-forced accuracy "
+            f"{row['teacher_forced_accuracy']:.2f} over {row['samples']} samples",
             highlight=False,
         )
-        stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
+    stdout.print(
+        f"attention: time {summary['wall_seconds']:.1f} s, peak memory {summary['peak_memory_mb']:.0f} MiB",
+        highlight=False,
+    )
 
 
 def _optional(value: float | None) -> str:

@@ -249,6 +249,9 @@ class RunManifest(BaseModel):
     peak_memory_mb: float | None = None
     wall_seconds: float = 0.0
     engine: dict[str, dict[str, object]] = {}
+    # `niah --attn`: where the attention allocation of the run's samples is (RUN/attention) and its
+    # status; None when the run has none. Not part of the spec: adding it never changes the sample set.
+    attention: dict[str, Any] | None = None
 
 
 def spec_difference(first: BaseModel, second: BaseModel) -> list[str]:

@@ -79,23 +79,39 @@ def answer_span(
     return start + first, start + last + 1
 
 
+Span = tuple[int, int]
+
+
 def key_labels(
     length: int,
-    needle_span: tuple[int, int],
-    haystack_span: tuple[int, int],
-    answer: tuple[int, int],
+    needle_span: Span | list[Span],
+    haystack_span: Span,
+    answer: Span | list[Span],
     sinks: int = SINK_TOKENS,
 ) -> Any:
-    """Region index (into CATEGORIES) of each of ``length`` key positions; earlier rules give way to later."""
+    """Region index (into CATEGORIES) of each of ``length`` key positions; earlier rules give way to later.
+
+    A multi-needle sample passes a list of spans: its asked needles and their answers (the distractor
+    needles stay in the noise, which is what they are to the question).
+    """
     import torch
 
     labels = torch.full((length,), CATEGORIES.index("prefix"), dtype=torch.long)
     labels[haystack_span[0] : haystack_span[1]] = CATEGORIES.index("noise")
     labels[haystack_span[1] :] = CATEGORIES.index("question")
-    labels[needle_span[0] : needle_span[1]] = CATEGORIES.index("needle")
-    labels[answer[0] : answer[1]] = CATEGORIES.index("answer")
+    for start, end in _span_list(needle_span):
+        labels[start:end] = CATEGORIES.index("needle")
+    for start, end in _span_list(answer):
+        labels[start:end] = CATEGORIES.index("answer")
     labels[:sinks] = CATEGORIES.index("sink")
     return labels
+
+
+def _span_list(spans: Span | list[Span]) -> list[Span]:
+    """One span, or a list of them, as a list of spans."""
+    if isinstance(spans, tuple):
+        return [spans]
+    return [(int(start), int(end)) for start, end in spans]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -491,6 +507,7 @@ class SampleAttention:
     answer_logprob: float
     greedy_exact: bool
     answer_span: tuple[int, int]
+    answer_spans: list[Span] = field(default_factory=list)  # multi-needle: each asked needle's answer
 
 
 def analyse_sample(
@@ -508,11 +525,17 @@ def analyse_sample(
     sequence = list(sample.input_ids) + list(sample.answer_ids[:-1])
     rows = len(sample.answer_ids)
     captured = capture_rows(model, sequence, rows, prefill_chunk)
-    span = answer_span(list(sample.input_ids), tuple(sample.needle_span), sample.answer, tokenizer)
-    labels = key_labels(len(sequence), tuple(sample.needle_span), tuple(sample.haystack_span), span)
+    asked = [(tuple(sample.needle_span), sample.answer)]
+    if sample.needles:  # multi-needle: the asked needles, in the asked order
+        placed = sorted((n for n in sample.needles if n.query is not None), key=lambda n: n.query)
+        asked = [(tuple(n.span), n.value) for n in placed]
+    ids = list(sample.input_ids)
+    spans = [answer_span(ids, needle, value, tokenizer) for needle, value in asked]
+    needles = [needle for needle, _ in asked]
+    labels = key_labels(len(sequence), needles, tuple(sample.haystack_span), spans)
     records: list[dict[str, Any]] = []
     for capture in captured.layers:
         records.extend(layer_head_records(capture, labels, variant, version, key_chunk))
         capture.query = capture.key = capture.output = None  # the key is a view of the cache: let it go
     logprob, greedy = answer_stats(captured.logits, list(sample.answer_ids))
-    return SampleAttention(records, logprob, greedy, span)
+    return SampleAttention(records, logprob, greedy, spans[0], spans if sample.needles else [])

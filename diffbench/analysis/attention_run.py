@@ -16,10 +16,11 @@ attention run is short next to the niah grid it mirrors, and --out must name a f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,31 +110,36 @@ def run_attention(
     options: AttentionOptions | None = None,
 ) -> AttentionOutcome:
     """Every model on the spec's samples; records, summary and plots in the run directory."""
-    from diffbench.engine.runner import default_run_directory, peak_memory_mb, resolve_named_refs
+    from diffbench.engine.runner import default_run_directory
     from diffbench.haystack.sources import load_source
     from diffbench.models.device import resolve_device, resolve_dtype
-    from diffbench.models.load import prepare_model
-    from diffbench.store import now_iso, write_json
-    from diffbench.versions import environment_versions
 
     options = options or AttentionOptions()
     source = load_source(spec.haystack, spec.seed)
     spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
-    refs = resolve_named_refs(model_texts)
     device = resolve_device(device_choice)
     dtype = resolve_dtype(dtype_choice, device)
-    on_event("status", f"preparing {len(refs)} model(s)")
-    prepared = [prepare_model(ref, spec.rope_scaling, max(spec.lengths)) for ref in refs]
-    for item in prepared:
-        check_supported(item)
+    prepared = prepare_supported(spec, model_texts, on_event)
 
     directory = fresh_directory(
-        out or default_run_directory(results_root, "attn", [ref.name for ref in refs])
+        out or default_run_directory(results_root, "attn", [item.ref.name for item in prepared])
     )
-    manifest: dict[str, Any] = {
+    manifest = new_manifest(directory.name, spec, model_texts, options, command)
+    with tracked(directory, manifest, device):
+        _run_models(prepared, spec, source, directory, device, dtype, options, manifest, on_event)
+    return write_summary(directory, manifest, on_event)
+
+
+def new_manifest(
+    run_id: str, spec: Any, model_texts: list[str], options: AttentionOptions, command: list[str]
+) -> dict[str, Any]:
+    from diffbench.store import now_iso
+    from diffbench.versions import environment_versions
+
+    return {
         "schema_version": SCHEMA_VERSION,
         "kind": "attention",
-        "run_id": directory.name,
+        "run_id": run_id,
         "task": spec.task,
         "spec": spec.model_dump(mode="json"),
         "spec_fingerprint": spec.fingerprint(),
@@ -149,10 +155,22 @@ def run_attention(
         "wall_seconds": 0.0,
         "peak_memory_mb": None,
     }
+
+
+@contextlib.contextmanager
+def tracked(directory: Path, manifest: dict[str, Any], device: Any) -> Iterator[None]:
+    """The manifest says running, then complete, interrupted or failed, with the time and peak memory.
+
+    Time adds up over resumed passes; the peak memory is the largest of them.
+    """
+    from diffbench.engine.runner import peak_memory_mb
+    from diffbench.store import now_iso, write_json
+
+    manifest["status"] = "running"
     write_json(directory / MANIFEST, manifest)
     started = time.perf_counter()
     try:
-        _run_models(prepared, spec, source, directory, device, dtype, options, manifest, on_event)
+        yield
         manifest["status"] = "complete"
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
@@ -161,17 +179,143 @@ def run_attention(
         manifest["status"] = "failed"
         raise
     finally:
-        manifest["wall_seconds"] = round(time.perf_counter() - started, 3)
-        manifest["peak_memory_mb"] = round(peak_memory_mb(device), 1)
+        manifest["wall_seconds"] = round(manifest["wall_seconds"] + time.perf_counter() - started, 3)
+        peak = round(peak_memory_mb(device), 1)
+        manifest["peak_memory_mb"] = max(manifest["peak_memory_mb"] or 0.0, peak)
         manifest["updated_at"] = now_iso()
         write_json(directory / MANIFEST, manifest)
+
+
+def run_niah_attention(
+    run_directory: Path,
+    model_texts: list[str],
+    device_choice: str,
+    dtype_choice: str,
+    command: list[str],
+    on_event: EventHook,
+    options: AttentionOptions | None = None,
+) -> AttentionOutcome:
+    """``niah --attn``: the attention allocation of a niah run's own samples, into RUN/attention.
+
+    The samples are read from the run (never rebuilt), so the attention describes exactly the prompts
+    that were scored. Unlike ``diffbench attn`` this resumes: samples with a verdict line are kept and
+    a sample cut short is done again. The run's manifest.json records where the data is and its
+    status, under the run's lock, so reports find it and a concurrent niah on the run waits.
+    """
+    from diffbench.models.device import resolve_device, resolve_dtype
+    from diffbench.store import RunFiles, acquire_lock, ensure_directory, read_manifest
+
+    options = options or AttentionOptions()
+    spec = read_manifest(run_directory).spec  # carries the haystack fingerprint the samples were built with
+    device = resolve_device(device_choice)
+    dtype = resolve_dtype(dtype_choice, device)
+    prepared = prepare_supported(spec, model_texts, on_event)
+    directory = ensure_directory(run_directory / ATTENTION_DIRECTORY)
+    lock = acquire_lock(run_directory)
+    try:
+        manifest = _resumed_manifest(directory) or new_manifest(
+            read_manifest(run_directory).run_id, spec, model_texts, options, command
+        )
+        manifest["requested_models"] = list(dict.fromkeys([*manifest["requested_models"], *model_texts]))
+        manifest.update(options=options.as_manifest(), command=list(command))
+        done = _keep_finished(directory)
+        files = RunFiles(run_directory)
+        work = []
+        for item in prepared:
+            samples = files.load_samples(item.tokenizer_fingerprint) or []
+            work.append((item, [s for s in samples if (item.ref.name, s.sample_id) not in done]))
+        on_event("plan", sum(len(pending) for _, pending in work))
+        try:
+            with tracked(directory, manifest, device):
+                _note_in_run(run_directory, manifest)
+                for item, pending in work:
+                    analyse_model(item, pending, directory, device, dtype, options, manifest, on_event)
+        finally:
+            _note_in_run(run_directory, manifest)
+        if not (directory / SAMPLE_RESULTS).exists():
+            raise RunDirectoryError(
+                f"{str(run_directory)!r} has no samples for these models; run niah on them first"
+            )
+        return write_summary(directory, manifest, on_event)
+    finally:
+        lock.close()
+
+
+ATTENTION_DIRECTORY = "attention"
+
+
+def _resumed_manifest(directory: Path) -> dict[str, Any] | None:
+    path = directory / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # a manifest is written atomically: an unreadable one is not ours, start anew
+    return payload if isinstance(payload, dict) and payload.get("schema_version") == SCHEMA_VERSION else None
+
+
+def _keep_finished(directory: Path) -> set[tuple[str, str]]:
+    """(model, sample id) of every sample with a verdict; head records of any other sample are dropped.
+
+    A sample's head records are written before its verdict, so a kill between the two leaves records
+    that its redo would repeat.
+    """
+    from diffbench.store import atomic_write_text, iter_record_lines, record_key
+
+    verdicts = list(iter_record_lines(directory / SAMPLE_RESULTS))
+    done = {record_key(verdict) for verdict in verdicts}
+    for path, rows in [(directory / SAMPLE_RESULTS, verdicts), (directory / RECORDS, None)]:
+        if not path.exists():
+            continue
+        rows = [r for r in iter_record_lines(path) if record_key(r) in done] if rows is None else rows
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        if text != path.read_text(encoding="utf-8"):
+            atomic_write_text(path, text)
+    return done
+
+
+def _note_in_run(run_directory: Path, manifest: dict[str, Any]) -> None:
+    """The run's manifest.json says where its attention data is, its status, and which models it covers."""
+    from diffbench.store import MANIFEST as RUN_MANIFEST
+    from diffbench.store import read_manifest, write_json
+
+    run = read_manifest(run_directory)
+    run.attention = {
+        "directory": ATTENTION_DIRECTORY,
+        "status": manifest["status"],
+        "models": [entry["name"] for entry in manifest["models"]],
+        "summary": f"{ATTENTION_DIRECTORY}/{SUMMARY}",
+        "options": manifest["options"],
+        "wall_seconds": manifest["wall_seconds"],
+        "peak_memory_mb": manifest["peak_memory_mb"],
+    }
+    write_json(run_directory / RUN_MANIFEST, run.model_dump(mode="json"))
+
+
+def prepare_supported(spec: Any, model_texts: list[str], on_event: EventHook) -> list[Any]:
+    """Every --model resolved and checked for plain causal attention, before any weights load."""
+    from diffbench.engine.runner import resolve_named_refs
+    from diffbench.models.load import prepare_model
+
+    refs = resolve_named_refs(model_texts)
+    on_event("status", f"preparing {len(refs)} model(s)")
+    prepared = [prepare_model(ref, spec.rope_scaling, max(spec.lengths)) for ref in refs]
+    for item in prepared:
+        check_supported(item)
+    return prepared
+
+
+def write_summary(directory: Path, manifest: dict[str, Any], on_event: EventHook) -> AttentionOutcome:
+    """attention_summary.json and the plots, from the records (whole runs and resumed ones alike)."""
+    from diffbench.analysis.attention_plots import write_plots
+    from diffbench.store import write_json
+
     on_event("status", "writing the summary and plots")
     summary = summarise(directory)
     summary["wall_seconds"] = manifest["wall_seconds"]
     summary["peak_memory_mb"] = manifest["peak_memory_mb"]
     write_json(directory / SUMMARY, summary)
-    from diffbench.analysis.attention_plots import write_plots
-
     files = write_plots(directory, summary)
     return AttentionOutcome(directory=directory, summary=summary, files=files)
 
@@ -187,12 +331,7 @@ def _run_models(
     manifest: dict[str, Any],
     on_event: EventHook,
 ) -> None:
-    import gc
-
-    from diffbench.analysis.attention_mass import analyse_sample
-    from diffbench.models.device import attention_implementation
-    from diffbench.models.load import load_weights
-    from diffbench.store import ensure_directory, write_json
+    from diffbench.store import ensure_directory
     from diffbench.tasks.niah import generate_samples
 
     work = []
@@ -205,52 +344,82 @@ def _run_models(
         work.append((item, samples))
     on_event("plan", sum(len(samples) for _, samples in work))
     for item, samples in work:
-        on_event("status", f"loading {item.ref.name}")
-        loaded = load_weights(item, device, dtype, attention_implementation(device, dtype, item.config))
-        entry = loaded.entry
-        manifest["models"].append(entry.model_dump(mode="json"))
-        write_json(directory / MANIFEST, manifest)
-        on_event("model", f"{entry.name} ({entry.variant}, {entry.dtype}, {entry.device})")
-        context = {"schema_version": SCHEMA_VERSION, "run_id": directory.name, "model": entry.name}
-        for sample in samples:
-            started = time.perf_counter()
-            result = analyse_sample(
-                loaded.model,
-                loaded.tokenizer,
-                sample,
-                entry.variant,
-                entry.variant_version,
-                options.key_chunk,
-                options.prefill_chunk,
-            )
-            seconds = time.perf_counter() - started
-            about = {
-                **context,
-                "variant": entry.variant,
-                "variant_version": entry.variant_version,
-                "sample_id": sample.sample_id,
-                "target_length": sample.target_length,
-                "prompt_tokens": sample.prompt_tokens,
-                "depth": sample.depth,
-                "sample_index": sample.sample_index,
-                "rows": len(sample.answer_ids),
-            }
-            lines = [json.dumps({**about, **record}) + "\n" for record in result.records]
-            _append(directory / RECORDS, lines)
-            verdict = {
-                **about,
-                "needle_span": list(sample.needle_span),
-                "answer_span": list(result.answer_span),
-                "haystack_span": list(sample.haystack_span),
-                "answer": sample.answer,
-                "greedy_exact": result.greedy_exact,
-                "answer_logprob": round(result.answer_logprob, 6),
-                "seconds": round(seconds, 4),
-            }
-            _append(directory / SAMPLE_RESULTS, [json.dumps(verdict) + "\n"])
-            on_event("done", verdict)
-        del loaded
-        gc.collect()
+        analyse_model(item, samples, directory, device, dtype, options, manifest, on_event)
+
+
+def analyse_model(
+    item: Any,
+    samples: list[Any],
+    directory: Path,
+    device: Any,
+    dtype: Any,
+    options: AttentionOptions,
+    manifest: dict[str, Any],
+    on_event: EventHook,
+) -> None:
+    """Load one model and append its head records and verdicts, one fsynced write per sample.
+
+    Shared by ``diffbench attn`` and ``niah --attn``; the manifest (written to MANIFEST in
+    ``directory``) gains the model's entry once its weights are loaded.
+    """
+    import gc
+
+    from diffbench.analysis.attention_mass import analyse_sample
+    from diffbench.models.device import attention_implementation
+    from diffbench.models.load import load_weights
+    from diffbench.store import write_json
+
+    if not samples:
+        return
+    on_event("status", f"loading {item.ref.name}")
+    loaded = load_weights(item, device, dtype, attention_implementation(device, dtype, item.config))
+    entry = loaded.entry
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != entry.name]
+    manifest["models"].append(entry.model_dump(mode="json"))
+    write_json(directory / MANIFEST, manifest)
+    on_event("model", f"{entry.name} ({entry.variant}, {entry.dtype}, {entry.device})")
+    context = {"schema_version": SCHEMA_VERSION, "run_id": manifest["run_id"], "model": entry.name}
+    for sample in samples:
+        started = time.perf_counter()
+        result = analyse_sample(
+            loaded.model,
+            loaded.tokenizer,
+            sample,
+            entry.variant,
+            entry.variant_version,
+            options.key_chunk,
+            options.prefill_chunk,
+        )
+        seconds = time.perf_counter() - started
+        about = {
+            **context,
+            "variant": entry.variant,
+            "variant_version": entry.variant_version,
+            "sample_id": sample.sample_id,
+            "target_length": sample.target_length,
+            "prompt_tokens": sample.prompt_tokens,
+            "depth": sample.depth,
+            "sample_index": sample.sample_index,
+            "rows": len(sample.answer_ids),
+        }
+        lines = [json.dumps({**about, **record}) + "\n" for record in result.records]
+        _append(directory / RECORDS, lines)
+        verdict = {
+            **about,
+            "needle_span": list(sample.needle_span),
+            "answer_span": list(result.answer_span),
+            "haystack_span": list(sample.haystack_span),
+            "answer": sample.answer,
+            "greedy_exact": result.greedy_exact,
+            "answer_logprob": round(result.answer_logprob, 6),
+            "seconds": round(seconds, 4),
+        }
+        if result.answer_spans:
+            verdict["answer_spans"] = [list(span) for span in result.answer_spans]
+        _append(directory / SAMPLE_RESULTS, [json.dumps(verdict) + "\n"])
+        on_event("done", verdict)
+    del loaded
+    gc.collect()
 
 
 SHARE_COLUMNS = ("answer", "needle", "noise", "sink", "question", "prefix")
@@ -281,8 +450,11 @@ def summarise(directory: Path) -> dict[str, Any]:
     correct = verdicts.groupby("model", sort=False)["greedy_exact"].agg(["mean", "count"])
     per_model["teacher_forced_accuracy"] = per_model["model"].map(correct["mean"])
     per_model["samples"] = per_model["model"].map(correct["count"])
+    optional = [c for c in OPTIONAL_COLUMNS if c in heads.columns and c != "lambda"]
     grid = (
-        heads.groupby(["model", "target_length", "depth"], sort=False)[["answer", "needle", "noise"]]
+        heads.groupby(["model", "target_length", "depth"], sort=False)[
+            ["answer", "needle", "noise", *optional]
+        ]
         .mean()
         .reset_index()
     )
