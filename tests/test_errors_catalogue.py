@@ -1275,11 +1275,11 @@ CASES = [
         prepare=write("attn/attention_manifest.json", "{}"),
     ),
     # Model zoo
-    Case("E-ZOO-UNKNOWN", niah(model="zoo:giant"), "unknown zoo model 'giant': choose one of"),
+    Case("E-ZOO-UNKNOWN", niah(model="zoo:giant"), "choose one of baseline, diff, dex (see 'diffbench zoo list')"),
     Case(
         "E-ZOO-UNKNOWN",
         ["zoo", "train", "giant", "--out", "{tmp}/z"],
-        "unknown zoo model 'giant'",
+        "choose one of baseline, diff, dex (see 'diffbench zoo list')",
         variant="train",
     ),
     Case("E-ZOO-MISSING", niah(model="zoo:diff"), "is not in this installation", prepare=empty_zoo),
@@ -1302,7 +1302,7 @@ CASES = [
     Case(
         "E-ZOO-CARD-NO-MODEL",
         ["zoo", "card", "baseline", "--directory", "{tmp}/card", "--run", "{run}"],
-        "has no records of model 'zoo-baseline'",
+        "; pass --model-name",
         prepare=write("card/recipe.json", "{}"),
     ),
     # Hallucination probes

@@ -72,7 +72,7 @@ def plot_loss(directory: Path) -> Path | None:
 
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))
     steps = [r["step"] for r in rows]
-    losses.plot(steps, [r["lm_loss"] for r in rows], label="all tokens", linewidth=0.8)
+    losses.plot(steps, [r.get("lm_loss", r["loss"]) for r in rows], label="all tokens", linewidth=0.8)
     if "answer_loss" in rows[0]:
         losses.plot(steps, [r["answer_loss"] for r in rows], label="answer tokens", linewidth=0.8)
     losses.set_xlabel("step")
