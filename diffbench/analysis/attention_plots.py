@@ -25,35 +25,44 @@ LINES = {  # region → (colour, style): the answer in the NIAH green, noise in 
     "sink": ("#777777", "--"),
 }
 NIAH_COLORS = ("#F0496E", "#EBB839", "#0CD79F")
+SHARES = ("answer", "noise")  # the two columns of the Diff paper's Table 3
 
 
 def safe_name(name: str) -> str:
     return re.sub(r"[^\w.-]+", "-", name).strip("-") or "model"
 
 
-def table3(summary: dict[str, Any]) -> Table:
+def layer_cells(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per layer, each model's answer and noise shares side by side, and their means over layers."""
     models = summary["model_order"]
     variants = {row["model"]: row["variant"] for row in summary["models"]}
-    table = Table(title="Attention at the answer rows: answer share vs noise share, per layer")
-    table.add_column("layer", justify="right")
-    for model in models:
-        for region in ("answer", "noise"):
-            table.add_column(f"{model} ({variants[model]})\n{region}", justify="right")
+    headers = ["layer"] + [f"{model} ({variants[model]}) {region}" for model in models for region in SHARES]
     by_layer: dict[int, dict[str, dict[str, Any]]] = {}
     for row in summary["layers"]:
         by_layer.setdefault(int(row["layer"]), {})[row["model"]] = row
+    cells = []
     for layer in sorted(by_layer):
-        cells = []
+        line = [str(layer)]
         for model in models:
             row = by_layer[layer].get(model)
-            cells += ["–", "–"] if row is None else [f"{row['answer']:.3f}", f"{row['noise']:.3f}"]
-        table.add_row(str(layer), *cells)
+            line += ["–", "–"] if row is None else [f"{row[region]:.3f}" for region in SHARES]
+        cells.append(line)
     means = {row["model"]: row for row in summary["models"]}
-    mean_cells = []
-    for model in models:
-        mean_cells += [f"{means[model]['answer']:.3f}", f"{means[model]['noise']:.3f}"]
-    table.add_row("mean", *mean_cells, style="bold")
+    cells.append(["mean"] + [f"{means[model][region]:.3f}" for model in models for region in SHARES])
+    return headers, cells
+
+
+def table3(summary: dict[str, Any]) -> Table:
+    """The per-layer cells as a rich table, model and share on separate header lines, means in bold."""
+    headers, cells = layer_cells(summary)
+    table = Table(title="Attention at the answer rows: answer share vs noise share, per layer")
+    table.add_column(headers[0], justify="right")
+    for header in headers[1:]:
+        name, _, region = header.rpartition(" ")
+        table.add_column(f"{name}\n{region}", justify="right")
+    for line in cells[:-1]:
+        table.add_row(*line)
+    table.add_row(*cells[-1], style="bold")
     return table
 
 
@@ -78,6 +87,11 @@ def _pyplot() -> Any:
 
 def plot_layers(summary: dict[str, Any], stem: Path) -> list[Path]:
     """One panel per model: share of each region per layer."""
+    return _save(layers_figure(summary), stem)
+
+
+def layers_figure(summary: dict[str, Any]) -> Figure:
+    """Per layer, each region's share (and Diff's negative share), one panel per model, shared y axis."""
     plt = _pyplot()
     models = summary["model_order"]
     fig, axes = plt.subplots(
@@ -89,13 +103,16 @@ def plot_layers(summary: dict[str, Any], stem: Path) -> list[Path]:
         layers = [r["layer"] for r in rows]
         for region, (color, style) in LINES.items():
             ax.plot(layers, [r[region] for r in rows], style, color=color, label=region, marker=".")
+        if any(r.get("negative_share") is not None for r in rows):  # Diff: the net map's negative part
+            negative = [r.get("negative_share") for r in rows]
+            ax.plot(layers, negative, "-.", color="#6A4C93", label="negative", marker=".")
         ax.set_title(f"{model} ({variants[model]})", fontsize=10)
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("share of attention at the answer rows")
     axes[0][-1].legend(fontsize=8, loc="best")
     fig.tight_layout()
-    return _save(fig, stem)
+    return fig
 
 
 def plot_heads(summary: dict[str, Any], model: str, stem: Path) -> list[Path]:

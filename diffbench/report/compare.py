@@ -16,6 +16,13 @@ from typing import Any
 import pandas as pd
 
 from diffbench.errors import DiffbenchError, UsageError
+from diffbench.report.attention import (
+    AttentionView,
+    attention_markdown,
+    attention_rich_tables,
+    attention_view,
+    write_attention_figure,
+)
 from diffbench.report.heatmap import plot_difference_heatmap, plot_heatmap
 from diffbench.report.run_report import safe_filename
 from diffbench.report.runs import (
@@ -58,6 +65,8 @@ class ComparisonReport:
     out: Path
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    attention: AttentionView | None = None  # runs made with niah --attn
+    attention_files: list[Path] = field(default_factory=list)
 
 
 def default_out(directories: list[Path]) -> Path:
@@ -119,6 +128,13 @@ def build_report(directories: list[Path], reference: str | None, out: Path | Non
     )
     report.notes += _notes(report)
     _write_heatmaps(report)
+    labels = label_models(runs)
+    report.attention = attention_view(
+        [(run, model, labels[(run.run_id, model)]) for run in runs for model in run.model_names()]
+    )
+    if report.attention is not None:
+        report.attention_files = write_attention_figure(report.attention, out)
+        report.files += report.attention_files
     _write_tables(report)
     return report
 
@@ -168,10 +184,12 @@ def report_markdown(report: ComparisonReport) -> str:
     lines.append(markdown_table(*effective_cells(report.effective)))
     lines += ["## Accuracy by length (Wilson 95% intervals; Δ: paired bootstrap 95% intervals)", ""]
     lines.append(markdown_table(*comparison_cells(report.comparison, report.reference)))
-    figures = [path for path in report.files if path.suffix == ".png"]
+    figures = [p for p in report.files if p.suffix == ".png" and p not in report.attention_files]
     if figures:
         lines += ["## Heatmaps", ""]
         lines += [f"![{path.stem}]({path.name})\n" for path in figures]
+    if report.attention is not None:
+        lines += attention_markdown(report.attention, report.attention_files)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -199,6 +217,8 @@ def terminal_tables(report: ComparisonReport) -> list[Any]:
         f"; Δ vs {report.reference}: paired bootstrap 95% CI" if report.reference else ""
     )
     tables.append(rich_table(headers, cells, f"Accuracy by length{suffix}", caption))
+    if report.attention is not None:
+        tables += attention_rich_tables(report.attention)
     return tables
 
 
@@ -206,7 +226,7 @@ def report_payload(report: ComparisonReport) -> dict[str, Any]:
     def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         return json.loads(frame.to_json(orient="records"))
 
-    return {
+    payload: dict[str, Any] = {
         "title": report.title,
         "runs": [
             {"run_id": r.run_id, "directory": str(r.directory), "status": r.manifest.status}
@@ -220,6 +240,9 @@ def report_payload(report: ComparisonReport) -> dict[str, Any]:
         "comparison": records(report.comparison),
         "notes": report.notes,
     }
+    if report.attention is not None:
+        payload["attention"] = report.attention.payload()
+    return payload
 
 
 def _write_tables(report: ComparisonReport) -> None:

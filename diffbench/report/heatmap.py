@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,17 +84,22 @@ def plot_difference_heatmap(table: pd.DataFrame, title: str, out_stem: Path) -> 
 
 
 def heatmap_svg(table: pd.DataFrame, title: str, difference: bool = False, prefix: str = "") -> str:
-    """The heatmap as an inline ``<svg>`` element (text kept as text, no external references).
+    """The heatmap as an inline ``<svg>`` element (text kept as text, no external references)."""
+    return inline_svg(lambda: _figure(table, title, difference), prefix or title, prefix)
+
+
+def inline_svg(build: Callable[[], Figure], salt: str, prefix: str = "") -> str:
+    """A figure as an inline ``<svg>`` element, for HTML pages that hold several.
 
     Every element id (and every reference to one) gets ``prefix``, so several figures can share
     one HTML page without clashing ids; matplotlib numbers its groups figure_1, axes_1, ... in
-    every figure.
+    every figure. ``salt`` makes the remaining generated ids stable across runs.
     """
     import matplotlib
     import matplotlib.pyplot as plt
 
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": prefix or title}):
-        fig = _figure(table, title, difference)
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig = build()
         buffer = io.StringIO()
         fig.savefig(buffer, format="svg", metadata={"Date": None})
         plt.close(fig)

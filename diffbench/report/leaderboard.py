@@ -17,6 +17,8 @@ from typing import Any
 
 from diffbench import __version__
 from diffbench.errors import DiffbenchError, UsageError
+from diffbench.report.attention import CAPTION as ATTENTION_CAPTION
+from diffbench.report.attention import AttentionView, attention_view
 from diffbench.report.runs import Run, describe_spec, find_runs, load_run, provenance
 
 KEY_SEPARATOR = "|"
@@ -65,6 +67,8 @@ class Section:
     reference: str | None
     heatmaps: list[Figure] = field(default_factory=list)
     differences: list[Figure] = field(default_factory=list)
+    attention: AttentionView | None = None  # models of runs made with niah --attn
+    attention_figure: Figure | None = None
 
 
 @dataclass
@@ -76,8 +80,12 @@ class Leaderboard:
     sections: list[Section]
     skipped: list[str]
 
+    @property
+    def has_attention(self) -> bool:
+        return any(section.attention for section in self.sections)
+
     def payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "title": self.title,
             "generated_at": self.generated_at,
             "diffbench_version": __version__,
@@ -93,6 +101,10 @@ class Leaderboard:
             ],
             "skipped": self.skipped,
         }
+        attention = {s.column.fingerprint: s.attention.payload() for s in self.sections if s.attention}
+        if attention:  # boards without attention data keep their exact former shape
+            payload["attention"] = attention
+        return payload
 
 
 def _model_key(run: Run, model: str) -> str:
@@ -162,7 +174,11 @@ def build_leaderboard(results_dir: Path, reference: str | None, title: str) -> L
             row = rows.setdefault(key, Row(key=key, label=labels[key]))
             row.provenance.append({**provenance(run, model), "task": column.label})
         _fill_cells(frame, column, rows, labels)
-        sections.append(_section(frame, column, reference))
+        section = _section(frame, column, reference)
+        section.attention = attention_view([(run, m, labels[_model_key(run, m)]) for run, m in members])
+        if section.attention is not None:
+            section.attention_figure = _attention_figure(section.attention, column)
+        sections.append(section)
     ordered = sorted(
         rows.values(),
         key=lambda r: (
@@ -262,6 +278,16 @@ def _section(frame: Any, column: Column, reference: str | None) -> Section:
     return section
 
 
+def _attention_figure(view: AttentionView, column: Column) -> Figure:
+    """The per-layer answer vs noise panels as inline SVG (ids prefixed: several sit on one page)."""
+    from diffbench.analysis.attention_plots import layers_figure
+    from diffbench.report.heatmap import inline_svg
+
+    prefix = f"{column.fingerprint}-attention"
+    svg = inline_svg(lambda: layers_figure(view.as_summary()), prefix, prefix)
+    return Figure("answer, needle, noise and sink shares per layer", svg)
+
+
 def _reference(models: list[str], variants: dict[str, str], reference: str | None) -> str | None:
     """The given reference where it ran this sample set, else the first baseline-variant model (A→Z)."""
     if len(models) < 2:
@@ -299,7 +325,13 @@ def render(board: Leaderboard) -> str:
         lstrip_blocks=True,
     )
     template = environment.get_template("leaderboard.html.j2")
-    return template.render(board=board, provenance_keys=PROVENANCE_KEYS, version=__version__, tint=tint)
+    return template.render(
+        board=board,
+        provenance_keys=PROVENANCE_KEYS,
+        version=__version__,
+        tint=tint,
+        attention_caption=ATTENTION_CAPTION,
+    )
 
 
 def write_leaderboard(

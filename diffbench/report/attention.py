@@ -1,0 +1,169 @@
+"""The attention allocation of runs made with ``niah --attn``, for `diffbench report` and the leaderboard.
+
+The Diff paper's Table 3 view: per model, the share of attention at the answer rows that lands on the
+answer span and on the noise (the haystack without the needle), by needle depth and per layer. The
+numbers are read from each run's RUN/attention/attention_summary.json (see analysis/attention_run.py);
+a run without attention data contributes nothing, so reports of such runs are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffbench.report.runs import Run
+
+SHARES = ("answer", "noise")
+EXTRAS = {  # optional per-model columns: summary field → header
+    "negative_share": "negative",
+    "dex_relative_norm": "DEX ‖λ·f_D(O)‖/‖O‖",
+}
+TITLE = "Attention at the answer rows (Table 3 view)"
+CAPTION = (
+    "share of the attention of the rows that produce the answer: on the answer span, on the noise "
+    "(haystack without the needle); mean over layers, heads and samples. Diff: net map A1 − λ·A2 over its "
+    "absolute mass, negative = its negative part. DEX: softmax maps (unchanged by DEX) and the relative "
+    "norm of its value-side term."
+)
+
+SHORT_CAPTION = "shares of the attention at the answer rows (diff: net map; negative: its negative part)"
+
+
+@dataclass
+class AttentionTable:
+    title: str
+    headers: list[str]
+    cells: list[list[str]]
+
+
+@dataclass
+class AttentionView:
+    """Every model's attention summary rows under its display label, and what was incomplete."""
+
+    models: list[dict[str, Any]]
+    layers: list[dict[str, Any]]
+    depths: list[dict[str, Any]]
+    order: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def as_summary(self) -> dict[str, Any]:
+        """The shape attention_plots expects (model_order, models, layers)."""
+        return {"model_order": self.order, "models": self.models, "layers": self.layers}
+
+    def tables(self) -> list[AttentionTable]:
+        """Means per model, shares by depth, shares per layer: one set of cells for every view."""
+        from diffbench.analysis.attention_plots import layer_cells
+
+        extras = [key for key in EXTRAS if any(row.get(key) is not None for row in self.models)]
+        headers = ["model", "variant", "answer", "noise", *(EXTRAS[k] for k in extras), "samples"]
+        cells = [
+            [
+                row["model"],
+                row["variant"],
+                *(_share(row.get(key)) for key in (*SHARES, *extras)),
+                str(row.get("samples", "–")),
+            ]
+            for row in self.models
+        ]
+        tables = [AttentionTable("Mean over layers, heads and samples", headers, cells)]
+        depths = sorted({float(row["depth"]) for row in self.depths})
+        by_depth = {(row["model"], float(row["depth"])): row for row in self.depths}
+        headers = ["model"] + [f"{share} {depth:g}%" for share in SHARES for depth in depths]
+        cells = [
+            [model] + [_share(by_depth.get((model, d), {}).get(s)) for s in SHARES for d in depths]
+            for model in self.order
+        ]
+        tables.append(AttentionTable("Answer and noise shares by needle depth", headers, cells))
+        headers, cells = layer_cells(self.as_summary())
+        tables.append(AttentionTable("Answer and noise shares per layer", headers, cells))
+        return tables
+
+    def payload(self) -> dict[str, Any]:
+        return {"models": self.models, "layers": self.layers, "depths": self.depths, "notes": self.notes}
+
+
+def _share(value: object) -> str:
+    return "–" if value is None or value != value else f"{float(value):.3f}"  # type: ignore[arg-type]
+
+
+def read_summary(run: Run) -> dict[str, Any] | None:
+    """The run's attention summary, or None when the run has no (readable) attention data."""
+    noted = run.manifest.attention
+    if not noted:
+        return None
+    path = run.directory / str(noted.get("summary", "attention/attention_summary.json"))
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def attention_view(members: list[tuple[Run, str, str]]) -> AttentionView | None:
+    """The attention rows of (run, model, display label) members; None when none of them has any."""
+    summaries: dict[str, dict[str, Any] | None] = {}
+    view = AttentionView(models=[], layers=[], depths=[], order=[])
+    for run, model, label in members:
+        if run.run_id not in summaries:
+            summaries[run.run_id] = read_summary(run)
+            status = (run.manifest.attention or {}).get("status")
+            if summaries[run.run_id] is not None and status != "complete":
+                view.notes.append(f"run {run.run_id}: its attention pass is {status}: older or partial data")
+        summary = summaries[run.run_id]
+        if summary is None:
+            continue
+        rows = [row for row in summary.get("models", []) if row["model"] == model]
+        if not rows:
+            continue
+        view.order.append(label)
+        view.models += [{**row, "model": label} for row in rows]
+        view.layers += [{**row, "model": label} for row in summary["layers"] if row["model"] == model]
+        view.depths += _by_depth(summary["grid"], model, label)
+    return view if view.order else None
+
+
+def _by_depth(grid: list[dict[str, Any]], model: str, label: str) -> list[dict[str, Any]]:
+    """Mean over lengths of each depth's shares (every cell holds the same number of heads and samples)."""
+    cells: dict[float, list[dict[str, Any]]] = {}
+    for row in grid:
+        if row["model"] == model:
+            cells.setdefault(float(row["depth"]), []).append(row)
+    rows = []
+    for depth in sorted(cells):
+        found = cells[depth]
+        keys = [k for k in (*SHARES, "needle", *EXTRAS) if any(r.get(k) is not None for r in found)]
+        means = {k: sum(float(r[k]) for r in found if r.get(k) is not None) / len(found) for k in keys}
+        rows.append({"model": label, "depth": depth, **means})
+    return rows
+
+
+def attention_markdown(view: AttentionView, figures: list[Path]) -> list[str]:
+    """The report.md section: the three tables, the caption and the per-layer figure."""
+    from diffbench.report.tables import markdown_table
+
+    lines = [f"## {TITLE}", "", CAPTION, ""]
+    lines += [f"- note: {note}" for note in view.notes]
+    for table in view.tables():
+        lines += [f"### {table.title}", "", markdown_table(table.headers, table.cells)]
+    lines += [f"![{path.stem}]({path.name})\n" for path in figures if path.suffix == ".png"]
+    return lines
+
+
+def attention_rich_tables(view: AttentionView) -> list[Any]:
+    from diffbench.report.tables import rich_table
+
+    tables = view.tables()
+    return [
+        rich_table(t.headers, t.cells, f"Attention: {t.title.lower()}", SHORT_CAPTION if i == 0 else None)
+        for i, t in enumerate(tables)
+    ]
+
+
+def write_attention_figure(view: AttentionView, out: Path) -> list[Path]:
+    """Per layer, answer vs noise share (and the other regions), one panel per model side by side."""
+    from diffbench.analysis.attention_plots import plot_layers
+
+    return plot_layers(view.as_summary(), out / "attention_layers")
