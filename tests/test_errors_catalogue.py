@@ -1050,7 +1050,15 @@ CASES = [
         "E-CHECK-NOT-NIAH",
         ["check", "--baseline", "{tmp}/run", "--candidate-model", "{llama}", "--out", "{tmp}/cand"],
         "--candidate-model can rerun niah runs only",
-        prepare=copy_dir("run", "run", edit_json("manifest.json", task="probes")),
+        prepare=copy_dir(
+            "run",
+            "run",
+            edit_json(
+                "manifest.json",
+                task="halluc",
+                spec={"task": "halluc", "probes": ["factqa"], "lengths": [256]},
+            ),
+        ),
     ),
     # dex convert
     Case(
@@ -1275,7 +1283,11 @@ CASES = [
         prepare=write("attn/attention_manifest.json", "{}"),
     ),
     # Model zoo
-    Case("E-ZOO-UNKNOWN", niah(model="zoo:giant"), "choose one of baseline, diff, dex (see 'diffbench zoo list')"),
+    Case(
+        "E-ZOO-UNKNOWN",
+        niah(model="zoo:giant"),
+        "choose one of baseline, diff, dex (see 'diffbench zoo list')",
+    ),
     Case(
         "E-ZOO-UNKNOWN",
         ["zoo", "train", "giant", "--out", "{tmp}/z"],
