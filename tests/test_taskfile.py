@@ -61,8 +61,10 @@ class Captured:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, spec: Any, models: list[str], out: Any, results_dir: Any, *rest: Any) -> None:
-        device, _dtype, json_output, options = rest
+    def __call__(
+        self, spec: Any, models: list[str], out: Any, results_dir: Any, *rest: Any, **named: Any
+    ) -> None:
+        device, _dtype, json_output, options = rest[:4]
         self.calls.append(
             {
                 "spec": spec,
