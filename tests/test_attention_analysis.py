@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from diffbench.analysis.attention_mass import (
     pairing_for,
     row_probabilities,
 )
-from diffbench.cli import app
+from diffbench.cli import app, build_needle
+from diffbench.tasks.niah import generate_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -341,3 +343,164 @@ def test_attn_cli_writes_records_summary_and_plots(
     for mine, theirs in zip(expected, map(json.loads, again_records), strict=True):
         assert theirs["answer"] == pytest.approx(mine["answer"], abs=1e-6)  # same sample, other chunking
     assert payload["directory"] == str(tmp_path / "json") and payload["models"][0]["samples"] == 1
+
+
+# --- niah --attn: the same samples, into the run; reports and the leaderboard show it -------------
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    return sum(float(r[key]) for r in rows) / len(rows)
+
+
+@pytest.fixture(scope="module")
+def attention_run(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A niah run of the tiny Llama with --attn: 2 lengths × 2 depths, one sample each."""
+    out = tmp_path_factory.mktemp("niah-attn") / "run"
+    args = ["niah", "--model", str(tiny_llama_dir), "--lengths", "256,384", "--depths", "0,100"]
+    result = CliRunner().invoke(app, [*args, "--attn", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "Attention at the answer rows" in result.stdout and "attention: time" in result.stdout
+    return out
+
+
+def test_niah_attn_analyses_the_runs_own_samples(attention_run: Path) -> None:
+    manifest = json.loads((attention_run / "manifest.json").read_text())
+    noted = manifest["attention"]
+    assert noted["status"] == "complete" and noted["models"] == ["tiny-llama"]
+    assert noted["summary"] == "attention/attention_summary.json" and noted["peak_memory_mb"] > 0
+    heads = [json.loads(line) for line in (attention_run / "attention" / "attention.jsonl").open()]
+    assert len(heads) == 4 * 2 * 4  # samples × layers × heads
+    assert {r["run_id"] for r in heads} == {manifest["run_id"]}
+    verdicts = {
+        r["sample_id"]: r
+        for r in map(json.loads, (attention_run / "attention" / "attention_samples.jsonl").open())
+    }
+    records = [json.loads(line) for line in (attention_run / "records.jsonl").open()]
+    assert {r["sample_id"] for r in records} == set(verdicts)
+    for record in records:  # same prompt, same model: the same teacher-forced answer log-probability
+        verdict = verdicts[record["sample_id"]]
+        assert verdict["prompt_tokens"] == record["prompt_tokens"]
+        assert verdict["needle_span"] == list(record["needle_span"])
+        assert verdict["answer_logprob"] == pytest.approx(record["answer_logprob"], abs=1e-3)
+        assert verdict["greedy_exact"] == record["greedy_exact"]
+    assert not (attention_run / "attention" / "samples").exists()  # read from the run, never rebuilt
+
+
+def test_report_and_leaderboard_show_the_table3_view(attention_run: Path, tmp_path: Path) -> None:
+    heads = [json.loads(line) for line in (attention_run / "attention" / "attention.jsonl").open()]
+    answer, noise = _mean(heads, "answer"), _mean(heads, "noise")
+    assert 0.0 < answer < noise < 1.0
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        app, ["report", str(attention_run), "--format", "markdown", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.stderr
+    markdown = result.stdout
+    assert "## Attention at the answer rows (Table 3 view)" in markdown
+    assert f"| tiny-llama | baseline | {answer:.3f} | {noise:.3f} | 4 |" in markdown
+    for depth in (0.0, 100.0):  # by depth: the mean over that depth's samples, layers and heads
+        at = [r for r in heads if r["depth"] == depth]
+        assert f"{_mean(at, 'answer'):.3f}" in markdown.split("by needle depth")[1].split("###")[0]
+    for layer in (0, 1):
+        at = [r for r in heads if r["layer"] == layer]
+        assert f"| {layer} | {_mean(at, 'answer'):.3f} | {_mean(at, 'noise'):.3f} |" in markdown
+    assert "![attention_layers](attention_layers.png)" in markdown
+    assert (out / "attention_layers.png").stat().st_size > 0
+    payload = json.loads((out / "report.json").read_text())
+    assert payload["attention"]["models"][0]["answer"] == pytest.approx(answer, abs=1e-9)
+    terminal = CliRunner().invoke(app, ["report", str(attention_run), "--out", str(tmp_path / "t")])
+    assert "Attention: mean over layers" in terminal.stdout and f"{noise:.3f}" in terminal.stdout
+
+    site = tmp_path / "site"
+    board = CliRunner().invoke(app, ["leaderboard", str(attention_run.parent), "--out", str(site)])
+    assert board.exit_code == 0, board.stderr
+    page = (site / "index.html").read_text()
+    assert "Attention at the answer rows (Table 3 view)" in page and "table.attention" in page
+    assert (
+        f'<th scope="row">tiny-llama</th><td>baseline</td><td>{answer:.3f}</td><td>{noise:.3f}</td>' in page
+    )
+    assert page.count("<svg") == 2  # the accuracy heatmap and the per-layer attention panels
+    (column,) = json.loads((site / "leaderboard.json").read_text())["attention"].values()
+    assert column["models"][0]["noise"] == pytest.approx(noise, abs=1e-9)
+
+
+def test_a_run_without_attention_renders_as_before(attention_run: Path, tmp_path: Path) -> None:
+    """The same run with its attention note removed: the report is the one above minus its section."""
+    plain = tmp_path / "results" / "plain"
+    shutil.copytree(attention_run, plain)
+    manifest = json.loads((plain / "manifest.json").read_text())
+    del manifest["attention"]
+    (plain / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(plain / "attention")
+    with_attention = CliRunner().invoke(
+        app, ["report", str(attention_run), "-f", "markdown", "--out", str(tmp_path / "a")]
+    )
+    without = CliRunner().invoke(app, ["report", str(plain), "-f", "markdown", "--out", str(tmp_path / "b")])
+    assert without.exit_code == 0, without.stderr
+    head, _, section = with_attention.stdout.partition("## Attention at the answer rows")
+    assert section and without.stdout == head.rstrip("\n") + "\n"
+    assert "attention" not in json.loads((tmp_path / "b" / "report.json").read_text())
+    assert not (tmp_path / "b" / "attention_layers.png").exists()
+    site = tmp_path / "site"
+    assert CliRunner().invoke(app, ["leaderboard", str(plain.parent), "--out", str(site)]).exit_code == 0
+    page = (site / "index.html").read_text()
+    assert "attention" not in page.lower().replace("attention-", "")  # no section, no style rules
+    assert "attention" not in json.loads((site / "leaderboard.json").read_text())
+
+
+def test_niah_attn_resumes_a_sample_cut_short(
+    attention_run: Path, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(attention_run, run)
+    folder = run / "attention"
+    heads = (folder / "attention.jsonl").read_text().splitlines(keepends=True)
+    verdicts = (folder / "attention_samples.jsonl").read_text().splitlines(keepends=True)
+    # killed after the last sample's head records, before its verdict, mid-way through a line
+    (folder / "attention_samples.jsonl").write_text("".join(verdicts[:-1]) + verdicts[-1][:20])
+    args = ["niah", "--model", str(tiny_llama_dir), "--lengths", "256,384", "--depths", "0,100"]
+    result = CliRunner().invoke(app, [*args, "--attn", "--out", str(run), "--json"])
+    assert result.exit_code == 0, result.stderr
+    again = (folder / "attention.jsonl").read_text().splitlines(keepends=True)
+    assert len(again) == len(heads)  # the cut sample's records were dropped, then written once
+    assert again[:-8] == heads[:-8]  # finished samples are kept as they were
+    for mine, theirs in zip(map(json.loads, heads[-8:]), map(json.loads, again[-8:]), strict=True):
+        assert theirs["sample_id"] == mine["sample_id"]
+        assert theirs["answer"] == pytest.approx(mine["answer"], abs=1e-6)
+    assert len((folder / "attention_samples.jsonl").read_text().splitlines()) == len(verdicts)
+    payload = json.loads(result.stdout)
+    assert payload["attention"]["models"][0]["samples"] == 4
+    assert json.loads((run / "manifest.json").read_text())["attention"]["status"] == "complete"
+
+
+def test_multi_needle_labels_every_asked_answer(tiny_tokenizer: Any) -> None:
+    from diffbench.haystack.sources import load_source
+    from diffbench.tasks.niah import build_niah_spec
+
+    spec = build_niah_spec(
+        "512",
+        "0,50",
+        1,
+        0,
+        "prose",
+        build_needle(None, None, None, None),
+        "auto",
+        None,
+        "none",
+        needles=4,
+        queries=2,
+    )
+    for sample in generate_samples(spec, tiny_tokenizer, load_source("prose", 0)):
+        needles = sample.needles or []
+        asked = sorted((n for n in needles if n.query is not None), key=lambda n: int(n.query or 0))
+        spans = [answer_span(sample.input_ids, n.span, n.value, tiny_tokenizer) for n in asked]
+        labels = key_labels(len(sample.input_ids), [n.span for n in asked], sample.haystack_span, spans)
+        answer_ids = [
+            t
+            for t, label in zip(sample.input_ids, labels.tolist(), strict=True)
+            if label == CATEGORIES.index("answer")
+        ]
+        text = tiny_tokenizer.decode(answer_ids).replace(" ", "")
+        assert text == "".join(n.value for n in sorted(asked, key=lambda n: n.span[0])).replace(" ", "")
+        distractors = [n for n in needles if n.query is None]
+        assert distractors and all(labels[n.span[0]] == CATEGORIES.index("noise") for n in distractors)
