@@ -92,6 +92,8 @@ def plot_layers(summary: dict[str, Any], stem: Path) -> list[Path]:
 
 def layers_figure(summary: dict[str, Any]) -> Figure:
     """Per layer, each region's share (and Diff's negative share), one panel per model, shared y axis."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     models = summary["model_order"]
     fig, axes = plt.subplots(
@@ -108,9 +110,15 @@ def layers_figure(summary: dict[str, Any]) -> Figure:
             ax.plot(layers, negative, "-.", color="#6A4C93", label="negative", marker=".")
         ax.set_title(f"{model} ({variants[model]})", fontsize=10)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.axhline(0.0, color="#999999", linewidth=0.6)  # Diff's net shares go below it
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("share of attention at the answer rows")
-    axes[0][-1].legend(fontsize=8, loc="best")
+    legend: dict[str, Any] = {}  # every panel's lines once: only Diff panels draw the negative share
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    axes[0][-1].legend(list(legend.values()), list(legend), fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
