@@ -504,3 +504,38 @@ def test_multi_needle_labels_every_asked_answer(tiny_tokenizer: Any) -> None:
         assert text == "".join(n.value for n in sorted(asked, key=lambda n: n.span[0])).replace(" ", "")
         distractors = [n for n in needles if n.query is None]
         assert distractors and all(labels[n.span[0]] == CATEGORIES.index("noise") for n in distractors)
+
+
+def test_table3_view_of_a_diffllama_and_a_dex_model(
+    tiny_llama_dir: Path, diffllama_dir: Path, tmp_path: Path
+) -> None:
+    """The zoo's pairing: Diff's negative share and DEX's value-term column, the figure with both."""
+    from diffbench.attention.dex_convert import convert
+
+    dex = convert(str(tiny_llama_dir), tmp_path / "tiny-dex", "0.5", "entropy", "layer", 0, []).directory
+    out = tmp_path / "results" / "run"
+    args = ["niah", "--model", str(diffllama_dir), "--model", str(dex), "--lengths", "256", "--depths", "0%"]
+    result = CliRunner().invoke(app, [*args, "--attn", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "attention" / "attention_summary.json").read_text())
+    rows = {row["variant"]: row for row in summary["models"]}
+    # near-uniform random maps: A1 − λ·A2 ≈ (1 − λ)/n stays positive, so the negative share is 0
+    assert 0.0 <= rows["diff"]["negative_share"] < 1.0 and rows["diff"]["dex_relative_norm"] is None
+    assert rows["dex"]["dex_relative_norm"] == 0.0  # converted, not adapted: λ = 0, W_D = 0
+    assert rows["dex"]["negative_share"] is None
+    report = CliRunner().invoke(app, ["report", str(out), "-f", "markdown", "--out", str(tmp_path / "r")])
+    header = "| model | variant | answer | noise | negative | DEX ‖λ·f_D(O)‖/‖O‖ | samples |"
+    assert header in report.stdout
+    diff_line = next(
+        line for line in report.stdout.splitlines() if line.startswith("| tiny-diffllama | diff |")
+    )
+    assert diff_line.split(" | ")[4:6] == [f"{rows['diff']['negative_share']:.3f}", "–"]
+    assert "| tiny-dex | dex |" in report.stdout and "| 0.000 | 1 |" in report.stdout
+    site = tmp_path / "site"
+    assert CliRunner().invoke(app, ["leaderboard", str(out.parent), "--out", str(site)]).exit_code == 0
+    page = (site / "index.html").read_text()
+    figure = page.split("<figcaption>answer, needle, noise and sink shares per layer")[0].rsplit(
+        "<figure>", 1
+    )[-1]
+    for label in ("tiny-diffllama (diff)", "tiny-dex (dex)", "negative", "answer", "noise"):
+        assert label in figure  # the inline SVG keeps its text: both panels and the shared legend
