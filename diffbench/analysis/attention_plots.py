@@ -53,13 +53,21 @@ def layer_cells(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def table3(summary: dict[str, Any]) -> Table:
-    """The per-layer cells as a rich table, model and share on separate header lines, means in bold."""
+    """The per-layer cells as a rich table: model, variant and share on their own header lines."""
+    from rich import box
+
     headers, cells = layer_cells(summary)
-    table = Table(title="Attention at the answer rows: answer share vs noise share, per layer")
+    table = Table(
+        title="Attention at the answer rows: answer share vs noise share, per layer",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
     table.add_column(headers[0], justify="right")
     for header in headers[1:]:
         name, _, region = header.rpartition(" ")
-        table.add_column(f"{name}\n{region}", justify="right")
+        model, _, variant = name.rpartition(" (")
+        table.add_column(f"{model}\n({variant}\n{region}", justify="right", overflow="fold")
     for line in cells[:-1]:
         table.add_row(*line)
     table.add_row(*cells[-1], style="bold")
