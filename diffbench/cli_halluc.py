@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from diffbench.cli import (
+    DEFAULT_MODELS,
     ChatTemplateOption,
     DepthsOption,
     DeviceOption,
@@ -80,7 +81,10 @@ def halluc(
     model: Annotated[
         list[str] | None,
         typer.Option(
-            "--model", "-m", help="Checkpoint directory, .gguf file, hub id, or 'smollm2'. Repeat to compare."
+            "--model",
+            "-m",
+            help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
+            "(default: zoo:baseline, zoo:diff and zoo:dex).",
         ),
     ] = None,
     probes: Annotated[
@@ -131,7 +135,7 @@ def halluc(
         with sample_progress(stderr, "halluc") as on_event:
             outcome = run_halluc(
                 spec,  # type: ignore[arg-type]
-                model or ["smollm2"],
+                model or DEFAULT_MODELS,
                 out,
                 results_dir,
                 device,

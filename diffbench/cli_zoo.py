@@ -34,29 +34,25 @@ def zoo_list(
             sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
             return
         lengths = sorted({label for row in rows for label in row.niah}, key=_length_order)
-        headers = [
-            "model",
-            "variant",
-            "parameters",
-            "MB",
-            "tokens seen",
-            "train s",
-            *[f"NIAH {x}" for x in lengths],
-        ]
+        headers = ["model", "params", "MB", "tokens", "train s", *lengths]
         cells = [
             [
                 f"zoo:{row.name}",
-                row.variant,
-                f"{row.parameters:,}",
-                f"{row.size_mb:.2f}",
-                f"{row.tokens_seen:,}" if row.tokens_seen else "",
+                f"{row.parameters / 1e3:.0f}K",
+                f"{row.size_mb:.1f}",
+                f"{row.tokens_seen / 1e6:.1f}M" if row.tokens_seen else "",
                 f"{row.train_seconds:.0f}" if row.train_seconds else "",
                 *[f"{row.niah[x]:.2f}" if x in row.niah else "" for x in lengths],
             ]
             for row in rows
         ]
         stdout.print(
-            rich_table(headers, cells, "diffbench model zoo", "cards: diffbench/zoo/models/NAME/README.md")
+            rich_table(
+                headers,
+                cells,
+                "diffbench model zoo: NIAH accuracy by length (from each card)",
+                "cards: diffbench/zoo/models/NAME/README.md",
+            )
         )
 
 

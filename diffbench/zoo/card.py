@@ -157,6 +157,9 @@ def write_card(directory: Path, name: str) -> Path:
         ]
     else:
         lines.append("Not measured yet: `diffbench zoo card` adds it from a niah run.")
+    notes = read_card_data(directory).get("notes", [])
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     path = directory / CARD_FILE
     atomic_write_text(path, "\n".join(line for line in lines if line is not None) + "\n")
     return path

@@ -155,7 +155,7 @@ def train(recipe: TrainRecipe, out: Path, on_event: Event | None = None) -> Trai
             phase = recipe.phase_at(step)
             input_ids, answer_mask, episodes = makers[phase].batch(recipe.seed, step, phase.batch_size)
             positions = skipped_positions(
-                episodes, phase.seq_len, recipe.max_position, recipe.seed, step, recipe.skip_share
+                episodes, phase.seq_len, recipe.max_position, recipe.seed, step, phase.skip_share
             )
             logits = next_token_logits(model, input_ids, positions)
             losses = torch.nn.functional.cross_entropy(
