@@ -311,7 +311,8 @@ def engine_options(
 @app.command()
 def run(
     task_file: Annotated[
-        Path, typer.Argument(help="A task file, e.g. tasks/niah-8k-64k.toml (format: tasks/README.md).")
+        Path,
+        typer.Argument(help="A task file, e.g. tasks/niah-8k-64k.toml or tasks/halluc-probes.toml."),
     ],
     model: Annotated[
         list[str] | None,
@@ -369,7 +370,11 @@ def run(
             engine.batch_size if batch_size is None else batch_size,
             device_map,
         )
-        # niah is the one task kind today; the kinds of issue 5 will dispatch on task.task here
+        if task.task == "halluc":  # the probes run as `diffbench halluc` runs them
+            from diffbench.cli_halluc import execute_halluc
+
+            execute_halluc(task.spec, models, out, results_dir, device, dtype, json_output, options)
+            return
         runs = task.runs()
         for label, spec in runs:
             target = sweep_directory(spec, label, models, out, results_dir) if len(runs) > 1 else out

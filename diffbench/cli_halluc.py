@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,63 +18,21 @@ from diffbench.cli import (
     DepthsOption,
     DeviceOption,
     DtypeOption,
+    HaystackOption,
     JsonOption,
     ResultsDirOption,
+    RopeScalingOption,
     SeedOption,
     engine_options,
     stderr,
     stdout,
     user_errors,
 )
-from diffbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from diffbench.engine.runner import EngineOptions
 
 DEFAULT_PROBES = "factsum,factqa,unanswerable,counterfactual,contrastive"
-
-
-def build_halluc_spec(
-    probes: str,
-    lengths: str,
-    depths: str,
-    samples: int,
-    seed: int,
-    mode: str,
-    chat_template: str,
-    dataset: Path | None,
-    judge: str | None,
-) -> object:
-    """The HallucSpec of command-line options, each checked with a one-line usage error."""
-    from diffbench.lengths import parse_depths, parse_lengths
-    from diffbench.specs import HallucSpec
-    from diffbench.tasks.probes import MODES, parse_probes
-
-    if mode not in MODES:
-        raise UsageError(f"unknown --mode {mode!r}: use generate, forced or both")
-    if chat_template not in ("auto", "on", "off"):
-        raise UsageError(f"unknown --chat-template {chat_template!r}: use auto, on or off")
-    names = parse_probes(probes)
-    fingerprint = ""
-    if dataset is not None:
-        from diffbench.tasks.probes.dataset import dataset_fingerprint, read_dataset
-
-        read_dataset(dataset)  # a missing file or a malformed line fails here, before any model loads
-        fingerprint = dataset_fingerprint(dataset)
-        names = ["dataset"]
-    if judge is not None:
-        from diffbench.judges import parse_judge
-
-        judge = parse_judge(judge)
-    return HallucSpec(
-        probes=names,
-        lengths=parse_lengths(lengths),
-        depths=parse_depths(depths),
-        samples_per_cell=samples,
-        seed=seed,
-        mode=mode,  # type: ignore[arg-type]
-        chat_template=chat_template,  # type: ignore[arg-type]
-        dataset=None if dataset is None else str(dataset.resolve()),
-        dataset_fingerprint=fingerprint,
-        judge=judge,
-    )
 
 
 def halluc(
@@ -109,7 +67,9 @@ def halluc(
     judge: Annotated[
         str | None, typer.Option(help="'rule' or 'nli:PATH' (a local NLI checkpoint): an extra column.")
     ] = None,
+    haystack: HaystackOption = "prose",
     chat_template: ChatTemplateOption = "auto",
+    rope_scaling: RopeScalingOption = "none",
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: results/<time>_halluc_<model>).")
     ] = None,
@@ -125,36 +85,54 @@ def halluc(
     """Contextual hallucination probes: summaries, QA with distractors, abstention, counterfactual needles,
     contrastive likelihoods; Wilson intervals per model and paired tests between models."""
     with user_errors():
-        from diffbench.progress import sample_progress
-        from diffbench.report.halluc import secondary_lines, summarize, summary_tables
-        from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
-        from diffbench.tasks.probes.runner import run_halluc
+        from diffbench.lengths import parse_depths, parse_lengths
+        from diffbench.tasks.probes import build_halluc_spec
 
-        spec = build_halluc_spec(probes, lengths, depths, samples, seed, mode, chat_template, dataset, judge)
+        spec = build_halluc_spec(
+            probes,
+            parse_lengths(lengths),
+            parse_depths(depths),
+            samples,
+            seed,
+            mode,
+            chat_template,
+            dataset,
+            judge,
+            haystack,
+            rope_scaling,
+        )
         options = engine_options(True, max_memory, chunk_tokens, None, None)
-        with sample_progress(stderr, "halluc") as on_event:
-            outcome = run_halluc(
-                spec,  # type: ignore[arg-type]
-                model or DEFAULT_MODELS,
-                out,
-                results_dir,
-                device,
-                dtype,
-                sys.argv,
-                on_event,
-                options,
-            )
-        payload = summarize(list(iter_record_lines(outcome.directory / RECORDS)))
-        write_json(outcome.directory / SUMMARY, {"run_id": outcome.directory.name, **payload})
-        if outcome.resumed_records:
-            stderr.print(
-                f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new"
-            )
-        if json_output:
-            sys.stdout.write(json.dumps({**payload, "directory": str(outcome.directory)}, indent=2) + "\n")
-            return
-        for table in summary_tables(payload):
-            stdout.print(table)
-        for line in secondary_lines(payload):
-            stdout.print(line, markup=False, highlight=False, soft_wrap=True)
-        stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
+        execute_halluc(spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options)
+
+
+def execute_halluc(
+    spec: Any,
+    models: list[str],
+    out: Path | None,
+    results_dir: Path,
+    device: str,
+    dtype: str,
+    json_output: bool,
+    options: EngineOptions,
+) -> None:
+    """Run the probes with a progress bar on stderr, then write and show the summary: the one path of
+    `halluc` and of `run` on a ``task = "halluc"`` file."""
+    from diffbench.progress import sample_progress
+    from diffbench.report.halluc import secondary_lines, summarize, summary_tables
+    from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
+    from diffbench.tasks.probes.runner import run_halluc
+
+    with sample_progress(stderr, "halluc") as on_event:
+        outcome = run_halluc(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
+    payload = summarize(list(iter_record_lines(outcome.directory / RECORDS)))
+    write_json(outcome.directory / SUMMARY, {"run_id": outcome.directory.name, **payload})
+    if outcome.resumed_records:
+        stderr.print(f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new")
+    if json_output:
+        sys.stdout.write(json.dumps({**payload, "directory": str(outcome.directory)}, indent=2) + "\n")
+        return
+    for table in summary_tables(payload):
+        stdout.print(table)
+    for line in secondary_lines(payload):
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+    stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)

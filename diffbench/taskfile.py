@@ -17,8 +17,9 @@ Lengths and depths go through :func:`diffbench.lengths.parse_lengths` and :func:
 parsers of ``--lengths`` and ``--depths``, so a file and the command line accept the same grids and
 build identical specs. Every problem (a missing or unreadable file, TOML syntax, an unknown field, a
 wrong type or value, an unsupported ``format``, an unknown ``task``) is one :class:`UsageError`
-line that starts with the file's path and names the field. A new task kind (multi-needle,
-hallucination probes) is a new fields model in ``TASK_KINDS``.
+line that starts with the file's path and names the field. A new task kind is a new fields model in
+``TASK_KINDS``: ``task = "niah"`` (NiahSpec, multi-needle included) and ``task = "halluc"`` (the
+hallucination probes' HallucSpec, built by the same function as ``diffbench halluc``'s options).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from diffbench.errors import UsageError
 from diffbench.lengths import MAX_GRID, parse_depths, parse_lengths, parse_token_count
-from diffbench.specs import NeedleSpec, NiahSpec
+from diffbench.specs import HallucSpec, NeedleSpec, NiahSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,12 +128,27 @@ def file_depths(value: Any) -> list[float]:
     )
 
 
+def file_probes(value: Any) -> str:
+    """probes = "factsum,p2" (the --probes grammar) or a list of names ["factsum", "p2"] → --probes text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        if not value:
+            raise ValueError('is an empty list: name at least one probe, e.g. ["factsum", "factqa"]')
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f'item {quote(item)} is not a probe name such as "factqa" or "p2"')
+        return ",".join(value)
+    raise ValueError(f'should be a text such as "factsum,p2" or a list of probe names, got {quote(value)}')
+
+
 def _models(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
 FileLengths = Annotated[list[int], BeforeValidator(file_lengths)]
 FileDepths = Annotated[list[float], BeforeValidator(file_depths)]
+FileProbes = Annotated[str, BeforeValidator(file_probes)]
 ModelName = Annotated[str, Field(min_length=1)]
 
 
@@ -284,8 +300,45 @@ class NiahFields(TaskFields):
         return self.to_specs()[0]
 
 
-# The task kinds a file may name. Multi-needle and hallucination-probe suites (issue 5) add theirs here.
-TASK_KINDS: dict[str, type[TaskFields]] = {"niah": NiahFields}
+class HallucFields(TaskFields):
+    """task = "halluc": the options of `diffbench halluc`, with its defaults (all five probes at 4K,
+    100 items each), so a file and the equivalent command build the same HallucSpec."""
+
+    task: Literal["halluc"]
+    probes: FileProbes | None = None  # None: the five, P1-P5
+    lengths: FileLengths = [4096]
+    depths: FileDepths = [0.0, 25.0, 50.0, 75.0, 100.0]
+    samples_per_cell: int = Field(default=100, ge=1)
+    seed: int = 0
+    mode: Literal["generate", "forced", "both"] = "both"
+    haystack: str = "prose"
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
+    dataset: str | None = None  # a JSONL path, relative to where diffbench runs (as --dataset)
+    judge: str | None = None  # "rule" or "nli:PATH" (as --judge)
+
+    def to_spec(self) -> HallucSpec:
+        """The spec `halluc` builds from these options; a refused value names its field (UsageError)."""
+        from diffbench.tasks.probes import PROBE_NAMES, build_halluc_spec
+
+        return build_halluc_spec(
+            ",".join(PROBE_NAMES) if self.probes is None else self.probes,
+            self.lengths,
+            self.depths,
+            self.samples_per_cell,
+            self.seed,
+            self.mode,
+            self.chat_template,
+            None if self.dataset is None else Path(self.dataset),
+            self.judge,
+            self.haystack,
+            self.rope_scaling,
+            flag="",
+        )
+
+
+# The task kinds a file may name.
+TASK_KINDS: dict[str, type[TaskFields]] = {"niah": NiahFields, "halluc": HallucFields}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -297,12 +350,12 @@ class TaskFile:
 
     source: str
     task: str
-    spec: NiahSpec
+    spec: NiahSpec | HallucSpec
     models: tuple[str, ...]
     engine: EngineTable
     sweep: tuple[NiahSpec, ...] = ()  # a niah file whose ``needles`` is a list: one spec per N
 
-    def runs(self) -> list[tuple[str, NiahSpec]]:
+    def runs(self) -> list[tuple[str, NiahSpec | HallucSpec]]:
         """(label, spec) of each run the file asks for: one, or one per N of a needles sweep."""
         if not self.sweep:
             return [("", self.spec)]
@@ -342,6 +395,8 @@ def parse_task_file(data: bytes | str, source: str) -> TaskFile:
         raise UsageError(f"{source}: {_describe(error, fields_model)}") from None
     try:
         spec = fields.to_spec()
+    except UsageError as error:  # a halluc file's probes, dataset or judge: the message names the field
+        raise UsageError(f"{source}: {error}") from None
     except (ValidationError, ValueError) as error:  # not reached: the fields were checked above
         raise UsageError(f"{source}: {error}".splitlines()[0]) from None
     sweep: tuple[NiahSpec, ...] = ()

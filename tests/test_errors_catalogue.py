@@ -673,6 +673,19 @@ CASES = [
         prepare=write("task.toml", TASK + '[engine]\nmax_memory = "8GB"\nchunk_tokens = 64\n'),
     ),
     Case(
+        "E-TASKFILE-HALLUC",
+        RUN_TASK,
+        "field 'probes': unknown probe 'p9' in probes: use factsum",
+        prepare=write("task.toml", 'format = 1\ntask = "halluc"\nprobes = "factsum,p9"\n'),
+    ),
+    Case(
+        "E-TASKFILE-HALLUC",
+        RUN_TASK,
+        "field 'dataset': dataset '",
+        prepare=write("task.toml", 'format = 1\ntask = "halluc"\ndataset = "none.jsonl"\n'),
+        variant="dataset",
+    ),
+    Case(
         "E-TASKFILE-NO-MODELS",
         ["run", "{tmp}/task.toml"],
         "names no models: pass --model",

@@ -17,7 +17,7 @@ import string
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -25,11 +25,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import diffbench.cli
+import diffbench.cli_halluc
 from diffbench import taskfile
 from diffbench.cli import app
 from diffbench.errors import UsageError
 from diffbench.lengths import MAX_GRID, MAX_LENGTH
-from diffbench.specs import NiahSpec, RunManifest
+from diffbench.specs import HallucSpec, NiahSpec, RunManifest
 from diffbench.taskfile import (
     FORMAT_VERSION,
     TASK_KINDS,
@@ -42,7 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# Each shipped task file and the `diffbench niah` options that build the same spec.
+# Each shipped task file and the options of its command (`diffbench niah`, or `halluc` for a
+# task = "halluc" file) that build the same spec.
 SHIPPED = {
     "niah-8k-64k.toml": ["--lengths", "8k-64k", "--depths", "5", "--samples", "5", "--haystack", "prose"],
     "smoke.toml": ["--lengths", "1k,2k", "--depths", "3", "--samples", "1"],
@@ -51,12 +53,16 @@ SHIPPED = {
     "multi-needle-64k.toml": [
         *("--lengths", "8k-64k", "--depths", "5", "--samples", "5", "--needles", "8", "--queries", "1"),
     ],
+    "halluc-probes.toml": ["--lengths", "4k", "--depths", "5", "--samples", "100"],
 }
+HALLUC_SHIPPED = {"halluc-probes.toml"}
 MINIMAL = 'format = 1\ntask = "niah"\nlengths = "1k-4k"\ndepths = 5\n'
+HALLUC = 'format = 1\ntask = "halluc"\n'
+SpecT = TypeVar("SpecT", bound=NiahSpec | HallucSpec)
 
 
 class Captured:
-    """execute_niah stand-in: keeps what `niah` or `run` would have run."""
+    """execute_niah and execute_halluc stand-in: keeps what `niah`, `halluc` or `run` would have run."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
@@ -81,6 +87,7 @@ class Captured:
 def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
     capture = Captured()
     monkeypatch.setattr(diffbench.cli, "execute_niah", capture)
+    monkeypatch.setattr(diffbench.cli_halluc, "execute_halluc", capture)
     return capture
 
 
@@ -88,12 +95,22 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
 
 
-def spec_from_niah(captured: Captured, *options: str) -> NiahSpec:
-    result = invoke("niah", *options)
+def spec_of(captured: Captured, kind: type[SpecT], *options: str) -> SpecT:
+    """The spec the command of ``kind`` (`niah` or `halluc`) builds from ``options``."""
+    result = invoke(kind.model_fields["task"].default, *options)
     assert result.exit_code == 0, result.stderr
     spec = captured.calls.pop()["spec"]
-    assert isinstance(spec, NiahSpec)
+    assert isinstance(spec, kind)
     return spec
+
+
+def niah_runs(task: TaskFile) -> list[tuple[str, NiahSpec]]:
+    """The runs of a niah file, typed as such."""
+    runs = []
+    for label, spec in task.runs():
+        assert isinstance(spec, NiahSpec)
+        runs.append((label, spec))
+    return runs
 
 
 def write(tmp_path: Path, text: str, name: str = "task.toml") -> Path:
@@ -115,7 +132,7 @@ def one_error_line(result: Any) -> str:
 # ----------------------------------------------------------------------------- the shipped files
 
 
-def test_every_shipped_task_file_has_its_niah_equivalent_here_and_a_line_in_the_readme() -> None:
+def test_every_shipped_task_file_has_its_command_equivalent_here_and_a_line_in_the_readme() -> None:
     shipped = sorted(path.name for path in TASKS.glob("*.toml"))
     assert shipped == sorted(SHIPPED)
     readme = (TASKS / "README.md").read_text(encoding="utf-8")
@@ -124,10 +141,11 @@ def test_every_shipped_task_file_has_its_niah_equivalent_here_and_a_line_in_the_
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_a_shipped_task_file_builds_the_spec_of_its_niah_options(name: str, captured: Captured) -> None:
+def test_a_shipped_task_file_builds_the_spec_of_its_command_options(name: str, captured: Captured) -> None:
     task = load_task_file(TASKS / name)
-    assert task.task == "niah"
-    expected = spec_from_niah(captured, *SHIPPED[name])
+    assert task.task == ("halluc" if name in HALLUC_SHIPPED else "niah")
+    kind: type[NiahSpec | HallucSpec] = HallucSpec if name in HALLUC_SHIPPED else NiahSpec
+    expected = spec_of(captured, kind, *SHIPPED[name])
     assert task.spec == expected
     assert task.spec.fingerprint() == expected.fingerprint()
 
@@ -140,22 +158,27 @@ def test_the_shipped_suites_have_their_documented_grids() -> None:
     smoke = load_task_file(TASKS / "smoke.toml")
     assert smoke.spec.lengths == [1024, 2048] and smoke.spec.depths == [0.0, 50.0, 100.0]
     assert smoke.spec.samples_per_cell == 1 and smoke.models == ("smollm2",)
+    probes = load_task_file(TASKS / "halluc-probes.toml")
+    assert isinstance(probes.spec, HallucSpec)
+    assert probes.spec.probes == ["factsum", "factqa", "unanswerable", "counterfactual", "contrastive"]
+    assert (probes.spec.lengths, probes.spec.samples_per_cell, probes.spec.mode) == ([4096], 100, "both")
+    assert probes.models == ("zoo:baseline", "zoo:diff", "zoo:dex") == tuple(diffbench.cli.DEFAULT_MODELS)
 
 
 def test_the_multi_needle_sweep_runs_the_diff_papers_grid_each_as_its_niah_options(
     captured: Captured, tmp_path: Path
 ) -> None:
     task = load_task_file(TASKS / "multi-needle-4k.toml")
-    grid = [(label, spec.needles, spec.queries, spec.kind) for label, spec in task.runs()]
+    grid = [(label, spec.needles, spec.queries, spec.kind) for label, spec in niah_runs(task)]
     assert grid == [
         ("n1-r1", 1, 1, "multikey"),
         ("n2-r2", 2, 2, "multiquery"),
         ("n4-r2", 4, 2, "multiquery"),
         ("n6-r2", 6, 2, "multiquery"),
     ]
-    for _, spec in task.runs():
+    for _, spec in niah_runs(task):
         options = ["--lengths", "4k", "--depths", "5", "--samples", "50", "--needles", str(spec.needles)]
-        expected = spec_from_niah(captured, *options, "--queries", str(spec.queries))
+        expected = spec_of(captured, NiahSpec, *options, "--queries", str(spec.queries))
         assert spec == expected and spec.fingerprint() == expected.fingerprint()
     result = invoke("run", str(TASKS / "multi-needle-4k.toml"), "--model", "m", "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.stderr
@@ -163,12 +186,24 @@ def test_the_multi_needle_sweep_runs_the_diff_papers_grid_each_as_its_niah_optio
     assert [call["spec"] for call in captured.calls] == [spec for _, spec in task.runs()]
 
 
-def test_the_format_example_in_the_tasks_readme_loads() -> None:
+def readme_example(kind: str) -> str:
     readme = (TASKS / "README.md").read_text(encoding="utf-8")
-    [block] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "format = 1" in b]
-    task = parse_task_file(block, "README.md")
+    [block] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if f'task = "{kind}"' in b]
+    return block
+
+
+def test_the_format_example_in_the_tasks_readme_loads() -> None:
+    task = parse_task_file(readme_example("niah"), "README.md")
+    assert isinstance(task.spec, NiahSpec)
     assert task.spec.lengths == [8192, 16384, 32768, 65536] and task.spec.samples_per_cell == 5
     assert task.spec.needle.answer == "saffron" and task.engine.max_memory == "8GB"
+
+
+def test_the_halluc_example_in_the_tasks_readme_loads_to_the_commands_defaults(captured: Captured) -> None:
+    task = parse_task_file(readme_example("halluc"), "README.md")
+    assert task.task == "halluc" and task.engine.chunk_tokens == 4096
+    assert task.spec == spec_of(captured, HallucSpec, "--judge", "rule")
+    assert parse_task_file(HALLUC, "t.toml").spec == spec_of(captured, HallucSpec)  # every field optional
 
 
 # ----------------------------------------------------------------------------- equivalence with the CLI
@@ -217,13 +252,73 @@ def test_file_fields_build_the_spec_of_the_equivalent_niah_options(
     fields: str, options: list[str], captured: Captured
 ) -> None:
     task = parse_task_file(f'format = 1\ntask = "niah"\n{fields}\n', "t.toml")
-    assert task.spec.fingerprint() == spec_from_niah(captured, *options).fingerprint()
+    assert task.spec.fingerprint() == spec_of(captured, NiahSpec, *options).fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("fields", "options"),
+    [
+        ("", []),
+        ('probes = "p2,factsum"', ["--probes", "p2,factsum"]),
+        ('probes = ["P3", "counterfactual", "p3"]', ["--probes", "unanswerable,counterfactual"]),
+        ('lengths = [2048, "4k"]\ndepths = [100, 0]', ["--lengths", "2k,4k", "--depths", "0,100"]),
+        (
+            'lengths = "1k-4k"\ndepths = "0,50"\nsamples_per_cell = 3\nseed = 9\nmode = "forced"\n'
+            'haystack = "noise"\nchat_template = "off"\nrope_scaling = "dynamic"\njudge = "rule"',
+            [
+                "--lengths", "1k-4k", "--depths", "0,50", "--samples", "3", "--seed", "9",
+                "--mode", "forced", "--haystack", "noise", "--chat-template", "off",
+                "--rope-scaling", "dynamic", "--judge", "rule",
+            ],
+        ),
+    ],
+)  # fmt: skip
+def test_halluc_file_fields_build_the_spec_of_the_equivalent_halluc_options(
+    fields: str, options: list[str], captured: Captured
+) -> None:
+    task = parse_task_file(f"{HALLUC}{fields}\n", "t.toml")
+    expected = spec_of(captured, HallucSpec, *options)
+    assert task.spec == expected and task.spec.fingerprint() == expected.fingerprint()
+
+
+def test_a_halluc_file_s_dataset_and_judge_paths_are_read_from_where_diffbench_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured: Captured
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qa.jsonl").write_text('{"context": "The bridge is red.", "question": "Colour?"}\n')
+    (tmp_path / "nli").mkdir()
+    task = parse_task_file(f'{HALLUC}dataset = "qa.jsonl"\njudge = "nli:nli"\n', "t.toml")
+    expected = spec_of(captured, HallucSpec, "--dataset", "qa.jsonl", "--judge", "nli:nli")
+    assert task.spec == expected
+    assert isinstance(task.spec, HallucSpec) and task.spec.probes == ["dataset"]
+    assert task.spec.dataset == str(tmp_path / "qa.jsonl") and task.spec.dataset_fingerprint
+    # the dataset's content is part of the spec: another file, another fingerprint
+    (tmp_path / "qa.jsonl").write_text('{"context": "The bridge is blue."}\n')
+    assert parse_task_file(f'{HALLUC}dataset = "qa.jsonl"\n', "t.toml").spec.fingerprint() != (
+        task.spec.fingerprint()
+    )
+
+
+def test_run_dispatches_a_halluc_file_to_the_halluc_runner_with_the_files_models_and_engine(
+    tmp_path: Path, captured: Captured
+) -> None:
+    assert invoke("run", str(TASKS / "halluc-probes.toml")).exit_code == 0
+    call = captured.calls.pop()
+    assert call["spec"] == load_task_file(TASKS / "halluc-probes.toml").spec
+    assert call["models"] == ["zoo:baseline", "zoo:diff", "zoo:dex"]
+    path = write(tmp_path, HALLUC + 'models = ["a"]\nprobes = "p1"\n[engine]\nchunk_tokens = 256\n')
+    result = invoke("run", str(path), "-m", "b", "--out", str(tmp_path / "o"), "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.stderr
+    call = captured.calls.pop()
+    assert (call["models"], call["out"], call["device"], call["json"]) == (["b"], tmp_path / "o", "cpu", True)
+    assert call["options"].chunk_tokens == 256 and call["spec"].probes == ["factsum"]
+    assert captured.calls == []
 
 
 def test_a_needle_instruction_in_the_file_is_used() -> None:
-    task = parse_task_file(MINIMAL + '[needle]\ninstruction = "Read this."\n', "t.toml")
-    assert task.spec.needle.instruction == "Read this."
-    assert task.spec.needle.needle == NiahSpec.model_fields["needle"].default.needle  # still the magic number
+    spec = parse_task_file(MINIMAL + '[needle]\ninstruction = "Read this."\n', "t.toml").spec
+    assert isinstance(spec, NiahSpec) and spec.needle.instruction == "Read this."
+    assert spec.needle.needle == NiahSpec.model_fields["needle"].default.needle  # still the magic number
 
 
 def test_run_takes_models_from_the_command_line_or_else_the_file(captured: Captured) -> None:
@@ -275,6 +370,30 @@ def test_run_smoke_end_to_end_writes_the_records_of_its_spec(tiny_llama_dir: Pat
     assert RunManifest.model_validate(manifest).spec.model_copy(update={"haystack_fingerprint": ""}) == spec
     # The same command again resumes the finished run: nothing new.
     again = invoke("run", str(TASKS / "smoke.toml"), "--model", str(tiny_llama_dir), "--out", str(out))
+    assert again.exit_code == 0, again.stderr
+    assert len((out / "records.jsonl").read_text().splitlines()) == len(records)
+
+
+def test_run_of_a_halluc_file_end_to_end_is_the_halluc_commands_run(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """The file's run, then `halluc` with the equivalent options on the same --out: same spec, so it
+    resumes the finished run and adds nothing."""
+    path = write(
+        tmp_path, HALLUC + 'probes = "factqa"\nlengths = "2k"\nsamples_per_cell = 2\nmode = "forced"\n'
+    )
+    out = tmp_path / "probes"
+    result = invoke("run", str(path), "--model", str(tiny_llama_dir), "--out", str(out), "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "hallucination probes" in result.stdout and "factqa (forced)" in result.stdout
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and {r["task"] for r in records} == {"halluc/factqa"}
+    manifest = RunManifest.model_validate_json((out / "manifest.json").read_text())
+    assert manifest.status == "complete" and (out / "summary.json").is_file()
+    spec = load_task_file(path).spec
+    assert manifest.spec.model_copy(update={"haystack_fingerprint": ""}) == spec
+    options = ["--probes", "factqa", "--lengths", "2k", "--samples", "2", "--mode", "forced"]
+    again = invoke("halluc", "--model", str(tiny_llama_dir), *options, "--out", str(out), "--device", "cpu")
     assert again.exit_code == 0, again.stderr
     assert len((out / "records.jsonl").read_text().splitlines()) == len(records)
 
@@ -349,6 +468,17 @@ ERRORS = [
     ("no-format", MINIMAL.replace("format = 1\n", ""), "field 'format' is missing"),
     ("format-type", MINIMAL.replace("format = 1", 'format = "1"'), "field 'format' should be a whole number"),
     ("no-models", MINIMAL, "names no models: pass --model"),
+    # task = "halluc": halluc's own refusals, naming the field
+    ("halluc-probe", HALLUC + 'probes = "factsum,p9"\n', "field 'probes': unknown probe 'p9' in probes: use"),
+    ("halluc-probes-empty", HALLUC + "probes = []\n", "field 'probes' is an empty list"),
+    ("halluc-probes-item", HALLUC + 'probes = ["p1", 2]\n', "field 'probes': item 2 is not a probe name"),
+    ("halluc-mode", HALLUC + 'mode = "sample"\n', "field 'mode' should be 'generate', 'forced' or 'both'"),
+    ("halluc-samples", HALLUC + "samples_per_cell = 0\n", "field 'samples_per_cell' should be greater"),
+    ("halluc-dataset", HALLUC + 'dataset = "none.jsonl"\n', "field 'dataset': dataset 'none.jsonl': no such"),
+    ("halluc-judge", HALLUC + 'judge = "gpt4"\n', "field 'judge': unknown judge 'gpt4': use 'rule'"),
+    ("halluc-niah-field", HALLUC + "needles = 2\n", "unknown field 'needles'"),
+    ("halluc-lengths", HALLUC + 'lengths = "4k-1k"\n', "field 'lengths': invalid lengths '4k-1k'"),
+    ("halluc-typo", HALLUC.replace('"halluc"', '"hallucination"'), "(did you mean 'halluc'?)"),
 ]
 
 
@@ -426,15 +556,16 @@ def valid_spec_or_usage_error(data: bytes | str, *, names_a_field: bool = False)
             assert re.match(rf"{re.escape(SOURCE)}: (field |unknown field )['\"]", message), message
         return None
     spec = task.spec
-    assert task.task in TASK_KINDS and isinstance(spec, NiahSpec)
-    assert NiahSpec.model_validate(spec.model_dump()) == spec
+    assert task.task in TASK_KINDS and isinstance(spec, NiahSpec | HallucSpec)
+    assert type(spec).model_validate(spec.model_dump()) == spec
     assert spec.lengths and len(spec.lengths) <= MAX_GRID
     assert all(type(v) is int and 1 <= v <= MAX_LENGTH for v in spec.lengths)
     assert all(a < b for a, b in itertools.pairwise(spec.lengths))
     assert all(type(v) is float and 0.0 <= v <= 100.0 and math.copysign(1, v) > 0 for v in spec.depths)
     assert all(a < b for a, b in itertools.pairwise(spec.depths))
-    assert spec.lengths[0] > spec.answer_budget >= 1 and spec.samples_per_cell >= 1
-    assert spec.needle.answer in spec.needle.needle
+    assert spec.samples_per_cell >= 1
+    if isinstance(spec, NiahSpec):
+        assert spec.lengths[0] > spec.answer_budget >= 1 and spec.needle.answer in spec.needle.needle
     assert all(isinstance(m, str) and m for m in task.models)
     assert task.engine.max_memory is None or task.engine.chunk_tokens is None
     return task
