@@ -338,6 +338,25 @@ def stale_resume_file(
     torch.save({"fingerprint": "another run"}, tmp / "adapt" / "resume.pt")
 
 
+def nan_dex_parameters(directory: Path) -> None:
+    """DEX parameters that are all NaN: the first training loss is NaN whatever --lr is (which is
+    bounded by 1 now, too low to overflow a tiny model in a few steps)."""
+    from safetensors.torch import load_file, save_file
+
+    path = directory / "dex.safetensors"
+    save_file({name: torch.full_like(t, float("nan")) for name, t in load_file(str(path)).items()}, str(path))
+
+
+def truncate(name: str) -> Callable[[Path], None]:
+    """Keep the first half of a file: a download cut short."""
+
+    def change(directory: Path) -> None:
+        data = (directory / name).read_bytes()
+        (directory / name).write_bytes(data[: len(data) // 2])
+
+    return change
+
+
 def damage(name: str, size: int = 64) -> Callable[[Path], None]:
     def change(directory: Path) -> None:
         (directory / name).write_bytes(b"\x93not a safetensors file" * size)
@@ -348,7 +367,6 @@ def damage(name: str, size: int = 64) -> Callable[[Path], None]:
 # ----------------------------------------------------------------------------- the catalogue's cases
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-GAP_LOAD = "models/load.py catches OSError and ValueError only"
 
 
 def sliding_window_config(
@@ -730,6 +748,19 @@ CASES = [
         "cannot read the config of model",
         prepare=write("m/config.json", "{not json"),
     ),
+    Case(
+        "E-MODEL-CONFIG-VALUE",
+        niah(model="{tmp}/m"),
+        "cannot read the config of model",
+        prepare=copy_dir("llama", "m", edit_json("config.json", max_position_embeddings=None)),
+    ),
+    Case(
+        "E-MODEL-CONFIG-VALUE",
+        niah(model="{tmp}/m"),
+        "expected int, got",
+        prepare=copy_dir("llama", "m", edit_json("config.json", hidden_size="64")),
+        variant="string-for-int",
+    ),
     Case("E-MODEL-NOT-CAUSAL", niah(model="{bert}"), "not a causal language model"),
     Case(
         "E-MODEL-NOT-CAUSAL",
@@ -750,6 +781,19 @@ CASES = [
         niah(model="{tmp}/m"),
         "cannot load the weights of model",
         prepare=copy_dir("llama", "m", lambda d: (d / "model.safetensors").unlink()),
+    ),
+    Case(
+        "E-MODEL-WEIGHTS-CORRUPT",
+        niah(model="{tmp}/m"),
+        "cannot load the weights of model",
+        prepare=copy_dir("llama", "m", damage("model.safetensors")),
+    ),
+    Case(
+        "E-MODEL-WEIGHTS-CORRUPT",
+        niah(model="{tmp}/m"),
+        "cannot load the weights of model",
+        prepare=copy_dir("llama", "m", truncate("model.safetensors")),
+        variant="truncated",
     ),
     Case(
         "E-MODEL-HUB-OFFLINE",
@@ -787,6 +831,12 @@ CASES = [
         niah(model="{tmp}/m"),
         "has format_version",
         prepare=copy_dir("dex", "m", edit_json("diffbench.json", format_version=99)),
+    ),
+    Case(
+        "E-MODEL-DEX-PARAMETERS-CORRUPT",
+        niah(model="{tmp}/m"),
+        "cannot read the DEX parameters",
+        prepare=copy_dir("dex", "m", damage("dex.safetensors")),
     ),
     # Haystacks
     Case(
@@ -1221,6 +1271,17 @@ CASES = [
         "--lr must be positive",
     ),
     Case(
+        "E-DEX-LR-TOO-LARGE",
+        ["dex", "adapt", "--model", "{dex}", "--out", "{tmp}/adapt", *ADAPT_SMALL, "--lr", "1e38"],
+        "is too large: AdamW moves each weight by about --lr per step",
+    ),
+    Case(
+        "E-DEX-LR-TOO-LARGE",
+        ["dex", "adapt", "--model", "{dex}", "--out", "{tmp}/adapt", "--train", "dex+attn", "--base-lr", "2"],
+        "is too large: AdamW moves each weight by about --base-lr per step",
+        variant="base-lr",
+    ),
+    Case(
         "E-DEX-DATA-NOISE",
         ["dex", "adapt", "--model", "{dex}", "--out", "{tmp}/adapt", "--data", "noise"],
         "--data noise is repeated filler",
@@ -1260,19 +1321,14 @@ CASES = [
             "dex",
             "adapt",
             "--model",
-            "{dex}",
+            "{tmp}/m",
             "--out",
             "{tmp}/adapt",
             *ADAPT_SMALL,
-            "--train",
-            "dex+attn",
-            "--lr",
-            "1e30",
-            "--base-lr",
-            "1e30",
         ],
         "the training loss became",
         code=1,
+        prepare=copy_dir("dex", "m", nan_dex_parameters),
     ),
     # attn
     Case("E-LENGTH-SYNTAX", attn("--lengths", "abc"), "use e.g. '8k-64k' (doubling)", variant="attn"),
@@ -1361,34 +1417,6 @@ CASES = [
         "E-HALLUC-TOO-SHORT",
         halluc("--probes", "factqa", "--lengths", "256"),
         "tokens is too short: template, question and facts alone take",
-    ),
-    # Known gaps: still a traceback today
-    Case(
-        "E-GAP-MODEL-WEIGHTS-CORRUPT",
-        niah(model="{tmp}/m"),
-        "cannot load the weights of model",
-        prepare=copy_dir("llama", "m", damage("model.safetensors")),
-        gap=GAP_LOAD,
-    ),
-    Case(
-        "E-GAP-MODEL-CONFIG-VALUE",
-        niah(model="{tmp}/m"),
-        "cannot read the config of model",
-        prepare=copy_dir("llama", "m", edit_json("config.json", max_position_embeddings=None)),
-        gap=GAP_LOAD,
-    ),
-    Case(
-        "E-GAP-DEX-PARAMETERS-CORRUPT",
-        niah(model="{tmp}/m"),
-        "cannot read the DEX parameters",
-        prepare=copy_dir("dex", "m", damage("dex.safetensors")),
-        gap="attention/dex.py does not catch safetensors' SafetensorError",
-    ),
-    Case(
-        "E-GAP-DEX-LR-OVERFLOW",
-        ["dex", "adapt", "--model", "{dex}", "--out", "{tmp}/adapt", *ADAPT_SMALL, "--lr", "1e38"],
-        "--lr",
-        gap="attention/dex_adapt.py accepts any positive --lr; AdamW overflows float32",
     ),
 ]
 

@@ -383,13 +383,15 @@ def apply_dex_from_dir(model: Any, directory: str | Path) -> None:
     manifest = read_dex_manifest(directory)
     if manifest is None or manifest.kind != "dex" or manifest.folded:
         return  # an o_proj control or a folded DEX: the weights already say everything
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     attach_dex(model, manifest.selected_heads, manifest.share, manifest.norm)
     path = Path(directory) / DEX_WEIGHTS
     try:
         tensors = load_file(str(path))
-    except (OSError, RuntimeError) as error:  # safetensors raises SafetensorError (a RuntimeError-like) too
+    # A damaged file raises SafetensorError, which is no RuntimeError.
+    except (OSError, RuntimeError, SafetensorError) as error:
         raise ModelLoadError(f"cannot read the DEX parameters {str(path)!r}: {error}") from None
     expected = set(dex_state_dict(model))
     if set(tensors) != expected:

@@ -52,6 +52,9 @@ DEFAULT_TOKENS = 200_000
 DEFAULT_LR = 1e-3  # DEX parameters (W_D starts at zero)
 DEFAULT_BASE_LR = 1e-4  # pretrained weights: o_proj in the control, q/k/v/o in dex+attn
 GRAD_CLIP = 1.0
+# AdamW moves each parameter by about lr per step: above 1 training can only diverge, and near 1e38
+# its step size overflows float32 (a RuntimeError deep in torch), so --lr and --base-lr stop here.
+MAX_LR = 1.0
 RESUME_FILE = "resume.pt"
 LOG_FILE = "train_log.jsonl"
 
@@ -126,9 +129,17 @@ def validate(options: AdaptOptions) -> None:
             f"--anneal-steps {options.anneal_steps} must lie in 1..{options.steps} (the steps --tokens "
             "gives), so that λ = λ_learn by the end and the saved model is what training reached"
         )
-    for name, value in (("--lr", options.lr), ("--base-lr", options.base_lr)):
+    for name, value, default in (
+        ("--lr", options.lr, DEFAULT_LR),
+        ("--base-lr", options.base_lr, DEFAULT_BASE_LR),
+    ):
         if value is not None and not value > 0:
             raise UsageError(f"{name} must be positive")
+        if value is not None and value > MAX_LR:
+            raise UsageError(
+                f"{name} {value:g} is too large: AdamW moves each weight by about {name} per step, so "
+                f"rates above {MAX_LR:g} only diverge; use e.g. {default:g}"
+            )
     if options.checkpoint_every < 1:
         raise UsageError("--checkpoint-every must be at least 1")
 

@@ -180,6 +180,11 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def _one_line(error: BaseException) -> str:
+    """Every line of a message joined: huggingface_hub's validation errors put the reason on line two."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _hub_failure(ref: ModelRef, error: BaseException) -> ModelLoadError:
     return ModelLoadError(
         f"cannot load {ref.text!r} from the Hugging Face Hub (no network access, or no such model): "
@@ -189,6 +194,7 @@ def _hub_failure(ref: ModelRef, error: BaseException) -> ModelLoadError:
 
 def load_config(ref: ModelRef, location: str) -> Any:
     """The model's config, checked to be a causal language model."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING,
@@ -200,6 +206,8 @@ def load_config(ref: ModelRef, location: str) -> Any:
     register_diffbench_models()  # diffbench's own architectures (Diff V2) load like transformers' own
     try:
         config = AutoConfig.from_pretrained(location)
+    except StrictDataclassError as error:  # a field of the wrong type, e.g. "max_position_embeddings": null
+        raise ModelLoadError(f"cannot read the config of model {ref.text!r}: {_one_line(error)}") from None
     except (OSError, ValueError) as error:
         if ref.kind == "hub":
             raise _hub_failure(ref, error) from None
@@ -343,6 +351,7 @@ def load_weights(
     (and CPU memory); inputs then go to the device of the embedding, and each layer's KV cache lives
     on that layer's device.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     from diffbench.models.device import dtype_name
@@ -358,6 +367,8 @@ def load_weights(
             attn_implementation=attn_implementation,
             **placement,
         )
+    except SafetensorError as error:  # a damaged or truncated model.safetensors (a download cut short)
+        raise ModelLoadError(f"cannot load the weights of model {ref.text!r}: {_first_line(error)}") from None
     except (OSError, ValueError) as error:
         if ref.kind == "hub":
             raise _hub_failure(ref, error) from None
