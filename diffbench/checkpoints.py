@@ -15,6 +15,9 @@ from typing import Any
 
 from diffbench.store import atomic_write_text
 
+RESUME_FILE = "resume.pt"  # the training state a rerun continues from
+LOG_FILE = "train_log.jsonl"  # one JSON row per step
+
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
     """``torch.save`` into a temporary file, fsync, then rename over ``path``."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,9 @@ from diffbench.attention.dex import (
     use_rms_norm,
 )
 from diffbench.attention.dex_data import adaptation_blocks, blocks_fingerprint, resolve_data
-from diffbench.checkpoints import append_log, atomic_torch_save, trim_log
+from diffbench.checkpoints import LOG_FILE, RESUME_FILE, append_log, atomic_torch_save, trim_log
 from diffbench.errors import DiffbenchError, UsageError
+from diffbench.progress import EventHook
 from diffbench.store import LOCK, acquire_lock, now_iso
 
 TRAIN_CHOICES = ("dex", "dex+attn", "oproj")
@@ -55,10 +55,8 @@ GRAD_CLIP = 1.0
 # AdamW moves each parameter by about lr per step: above 1 training can only diverge, and near 1e38
 # its step size overflows float32 (a RuntimeError deep in torch), so --lr and --base-lr stop here.
 MAX_LR = 1.0
-RESUME_FILE = "resume.pt"
-LOG_FILE = "train_log.jsonl"
 
-Event = Callable[[str, Any], None]
+Event = EventHook
 
 
 @dataclass(frozen=True)

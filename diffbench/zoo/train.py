@@ -12,23 +12,20 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from diffbench.checkpoints import append_log, atomic_torch_save, read_log, trim_log
+from diffbench.checkpoints import LOG_FILE, RESUME_FILE, append_log, atomic_torch_save, read_log, trim_log
 from diffbench.errors import UsageError
+from diffbench.progress import EventHook
 from diffbench.seeding import derive_seed
 from diffbench.store import acquire_lock, atomic_write_text
 from diffbench.zoo.data import EpisodeMaker, skipped_positions
 from diffbench.zoo.recipes import DexRecipe, TrainRecipe
 from diffbench.zoo.tokenizer import build_tokenizer
 
-RESUME_FILE = "resume.pt"
-LOG_FILE = "train_log.jsonl"
 RECIPE_FILE = "recipe.json"
-Event = Callable[[str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -119,7 +116,7 @@ def answer_loss_and_accuracy(
     return float(losses[mask].mean()), float(hits.all(dim=1).float().mean())
 
 
-def train(recipe: TrainRecipe, out: Path, on_event: Event | None = None) -> TrainOutcome:
+def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> TrainOutcome:
     """Train (or resume) ``recipe`` into ``out``; the finished directory is a normal checkpoint."""
     import torch
 
