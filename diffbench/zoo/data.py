@@ -1,4 +1,4 @@
-"""Training episodes for the zoo: generated prose with needles hidden in it and a question about one.
+"""Training episodes for the zoo: generated prose with needles hidden in it, then a question about each.
 
 An episode is laid out exactly like a diffbench NIAH prompt in a tokenizer without chat template
 (BOS + instruction, a haystack opening with a paragraph break, needles between sentences, a blank
@@ -46,7 +46,8 @@ class EpisodeMaker:
         self.length = length
         self.max_needles = max_needles
         self.needle = NeedleSpec()
-        self.prefix = self.encoder.special_prefix() + self.encoder._raw([self.needle.instruction])[0]
+        instruction = tokenizer(self.needle.instruction, add_special_tokens=False)["input_ids"]
+        self.prefix = self.encoder.special_prefix() + list(instruction)
         self.eos = [tokenizer.eos_token_id]
 
     def episode(self, seed: int, step: int, row: int) -> Episode:
