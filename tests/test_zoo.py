@@ -134,6 +134,9 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(
     assert not (tmp_path / "cut" / "resume.pt").exists()
     recipe = json.loads((tmp_path / "whole" / "recipe.json").read_text())
     assert recipe["result"]["tokens_seen"] == 6 * 2 * 128
+    again = train(TINY, tmp_path / "whole")  # a finished run is not trained again
+    assert again.resumed_from == TINY.steps
+    assert len(read_log(tmp_path / "whole" / "train_log.jsonl")) == 6
 
 
 def test_a_different_recipe_in_the_same_directory_is_refused(tmp_path: Path, one_torch_thread: None) -> None:

@@ -122,6 +122,11 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
 
     emit = on_event or (lambda kind, payload: None)
     check_directory(out, recipe)
+    finished = json.loads((out / RECIPE_FILE).read_text(encoding="utf-8")).get("result")
+    if finished and (out / "model.safetensors").is_file():  # rerunning a finished recipe changes nothing
+        return TrainOutcome(
+            out, recipe.steps, recipe.tokens, float(finished.get("seconds") or 0), recipe.steps
+        )
     with acquire_lock(out):
         tokenizer = build_tokenizer(recipe.seed)
         makers = {phase: EpisodeMaker(tokenizer, phase.seq_len, phase.max_needles) for phase in recipe.phases}
