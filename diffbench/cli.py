@@ -34,6 +34,15 @@ NIAH_DEPTHS = "3"
 
 
 # Options shared by the commands that build a task spec (niah, attn) or run one (run).
+ModelsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
+        "(default: zoo:baseline, zoo:diff and zoo:dex).",
+    ),
+]
 LengthsOption = Annotated[
     str, typer.Option(help="Context lengths: '8k-64k' (doubling), '8k:64k:8k' (steps), '4096,12k'.")
 ]
@@ -163,15 +172,7 @@ def build_needle(
 
 @app.command()
 def niah(
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
-            "(default: zoo:baseline, zoo:diff and zoo:dex).",
-        ),
-    ] = None,
+    model: ModelsOption = None,
     lengths: LengthsOption = NIAH_LENGTHS,
     depths: DepthsOption = NIAH_DEPTHS,
     samples: SamplesOption = 1,
@@ -643,15 +644,7 @@ def check(
 
 @app.command()
 def attn(
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
-            "(default: zoo:baseline, zoo:diff and zoo:dex).",
-        ),
-    ] = None,
+    model: ModelsOption = None,
     lengths: LengthsOption = "2k",
     depths: DepthsOption = "3",
     samples: SamplesOption = 1,

@@ -20,6 +20,7 @@ from diffbench.cli import (
     DtypeOption,
     HaystackOption,
     JsonOption,
+    ModelsOption,
     ResultsDirOption,
     RopeScalingOption,
     SeedOption,
@@ -36,15 +37,7 @@ DEFAULT_PROBES = "factsum,factqa,unanswerable,counterfactual,contrastive"
 
 
 def halluc(
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
-            "(default: zoo:baseline, zoo:diff and zoo:dex).",
-        ),
-    ] = None,
+    model: ModelsOption = None,
     probes: Annotated[
         str,
         typer.Option(
