@@ -457,6 +457,13 @@ def execute_niah(
             f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f}{recall} "
             f"over {row['n']} samples"
         )
+        if row.get("nonfinite_logprobs"):
+            stderr.print(
+                f"warning: {row['model']} has {row['nonfinite_logprobs']} NaN or infinite answer log-probs "
+                f"(low-precision overflow?); means leave them out: rerun with --dtype float32 to compare",
+                markup=False,
+                highlight=False,
+            )
     if attention is not None:
         print_attention(attention)
     stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -124,6 +124,16 @@ class HallucSpec(BaseModel):
 TaskSpec = Annotated[NiahSpec | HallucSpec, Field(discriminator="task")]
 
 
+def _null_as_nan(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
+# A float that may be NaN or ±inf (fp16/bf16 overflow in a log-prob). Written as the JSON constants NaN and
+# Infinity, which Python's json and pandas read back; the null that earlier diffbench versions wrote for them
+# reads back as NaN, so such runs stay readable.
+MaybeFiniteFloat = Annotated[float, BeforeValidator(_null_as_nan)]
+
+
 class PlacedNeedle(BaseModel):
     """One needle of a multi-needle prompt: what it says, where it is, and in which turn it is asked."""
 
@@ -180,7 +190,7 @@ class Sample(BaseModel):
 class Record(BaseModel):
     """One model's result on one sample: one line of records.jsonl."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -196,10 +206,10 @@ class Record(BaseModel):
     answer: str
     prediction: str | None
     correct: bool
-    score: float
+    score: MaybeFiniteFloat
     scoring: Literal["teacher_forced", "generate"]
     greedy_exact: bool
-    answer_logprob: float
+    answer_logprob: MaybeFiniteFloat
     answer_tokens: int
     ruler_all: float | None
     ruler_part: float | None

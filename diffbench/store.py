@@ -249,6 +249,7 @@ class RunStore(RunFiles):
                     f"(it differs in {', '.join(spec_difference(manifest.spec, spec)) or OLDER_SAMPLES}); "
                     "pass another --out, or repeat the original options to resume it"
                 )
+            _refuse_other_versions(directory, manifest, lock_handle)
             manifest.status = "running"
             for name in requested_models:
                 if name not in manifest.requested_models:
@@ -289,7 +290,33 @@ class RunStore(RunFiles):
         self.manifest.updated_at = now_iso()
         write_json(self.directory / MANIFEST, self.manifest.model_dump(mode="json"))
 
+    def refuse_mixed_settings(self, name: str, device: str, dtype: str, attn_implementation: str) -> None:
+        """Refuse to add records of ``name`` made another way than its records already here.
+
+        Called before a model loads (with what the runner will ask for) and again when it registers
+        (with what the load gave): a run mixes no dtypes, device kinds or attention kernels per model.
+        """
+        entry = next((m for m in self.manifest.models if m.name == name), None)
+        if entry is None or not self.completed(name):
+            return
+        differences = [
+            f"{what} {old} (now {new})"
+            for what, old, new in (
+                ("device", device_kind(entry.device), device_kind(device)),
+                ("dtype", entry.dtype, dtype),
+                ("attention kernel", entry.attn_implementation, attn_implementation),
+            )
+            if old != new
+        ]
+        if differences:
+            raise RunDirectoryError(
+                f"{str(self.directory)!r} holds records of {name} made with another "
+                f"{'; '.join(differences)}; resume with the original --device/--dtype on the same kind of "
+                "machine, or pass another --out"
+            )
+
     def register_model(self, entry: ModelEntry) -> None:
+        self.refuse_mixed_settings(entry.name, entry.device, entry.dtype, entry.attn_implementation)
         self.manifest.models = [m for m in self.manifest.models if m.name != entry.name] + [entry]
         self.save_manifest()
 
@@ -340,6 +367,28 @@ class RunStore(RunFiles):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._lock_handle.close()
+
+
+def device_kind(device: str) -> str:
+    """'cuda' for 'cuda:1': records from two GPUs of one kind may mix, CPU and GPU records may not."""
+    return device.split(":", 1)[0]
+
+
+def _refuse_other_versions(directory: Path, manifest: RunManifest, lock_handle: Any) -> None:
+    """A run with records resumes only under the package versions that made them; an empty one adopts ours."""
+    from diffbench.versions import environment_versions, version_differences
+
+    current = environment_versions()
+    differences = version_differences(manifest.versions, current)
+    records = directory / RECORDS
+    if differences and records.is_file() and records.stat().st_size:
+        lock_handle.close()
+        raise RunDirectoryError(
+            f"{str(directory)!r} was run with {', '.join(differences)}; resume it where its versions are "
+            "installed (manifest.json lists them; pip install -c constraints.txt gives diffbench's tested "
+            "set), or pass another --out"
+        )
+    manifest.versions = current
 
 
 def acquire_lock(directory: Path) -> Any:

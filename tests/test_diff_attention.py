@@ -196,8 +196,7 @@ def test_logits_to_keep_and_chunked_cache_match_the_full_pass(
 ) -> None:
     """The engine's shortcuts: last-position logits only, prefill continued from a cache, and the
     engine's mask-free chunk attention and reserved cache, for every variant."""
-    from transformers import DynamicCache
-
+    from diffbench.cache_api import forward_with_cache, new_dynamic_cache
     from diffbench.engine.chunked_attention import register_chunked_attention
     from diffbench.engine.kv_cache import reserved_cache_for
 
@@ -206,13 +205,11 @@ def test_logits_to_keep_and_chunked_cache_match_the_full_pass(
     full = logits(model, ids)
     if implementation == "diffbench_sdpa":
         model.config._attn_implementation = register_chunked_attention()
-    cache = (
-        DynamicCache(config=model.config) if cache_kind == "dynamic" else reserved_cache_for(model, LENGTH)
-    )
+    cache = new_dynamic_cache(model) if cache_kind == "dynamic" else reserved_cache_for(model, LENGTH)
     with torch.inference_mode():
         last = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
-        first = model(input_ids=ids[:, :10], past_key_values=cache, use_cache=True).logits
-        rest = model(input_ids=ids[:, 10:], past_key_values=cache, use_cache=True).logits
+        first = forward_with_cache(model, ids[:, :10], cache).logits
+        rest = forward_with_cache(model, ids[:, 10:], cache).logits
     assert last.shape == (1, 1, VOCAB)
     assert_near(last, full[:, -1:])
     assert_near(torch.cat([first, rest], dim=1), full)

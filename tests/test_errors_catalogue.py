@@ -927,6 +927,18 @@ CASES = [
         "holds a run with a different task spec (it differs in",
         prepare=copy_dir("run", "run"),
     ),
+    Case(
+        "E-RUN-VERSIONS-DIFFER",
+        resume(),
+        "; resume it where its versions are installed (manifest.json lists them;",
+        prepare=copy_dir("run", "run", edit_json("manifest.json", versions={"transformers": "4.0.0"})),
+    ),
+    Case(
+        "E-RUN-SETTINGS-DIFFER",
+        resume("--dtype", "bfloat16"),
+        "; resume with the original --device/--dtype on the same kind of machine, or pass another --out",
+        prepare=copy_dir("run", "run", edit_records(lambda lines: lines[:-1])),
+    ),
     Case("E-RUN-NOT-A-DIRECTORY", ["report", "{tmp}/nowhere"], "is not a directory; pass a run directory"),
     Case(
         "E-RUN-NOT-A-DIRECTORY",

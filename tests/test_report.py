@@ -236,3 +236,29 @@ def test_leaderboard_rows_are_checkpoints_in_one_precision(tmp_path: Path) -> No
     accuracy = {row["model"]: next(iter(row["results"].values()))["accuracy"] for row in rows}
     assert accuracy == {"m": 0.9, "m (bfloat16)": 0.5}  # fp32: the newest of its two runs counts
     assert "fp32: m also in newer run fp32-again" in outcome.stderr.replace("\n", "")
+
+
+def test_interval_cells_never_wrap_in_an_80_column_log() -> None:
+    """CI logs are not TTYs: rich renders at 80 columns there, and a split '[0.44,\\n1.00]' is unreadable."""
+    import io
+
+    from rich.console import Console
+
+    from diffbench.report.tables import rich_table
+
+    headers = ["model", "variant", "length", "n", "accuracy", "95% CI", "Δ", "Δ 95% CI"]
+    cells = [
+        ["zoo-baseline", "baseline", "0.5K", "3", "1.00", "[0.44, 1.00]", "–", "–"],
+        ["zoo-diff", "diff", "64K", "120", "0.00", "[0.00, 0.56]", "-1.00", "[-1.00, -1.00]"],
+    ]
+    buffer = io.StringIO()
+    Console(file=buffer, width=80, force_terminal=False).print(rich_table(headers, cells, "Accuracy"))
+    lines = buffer.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line for line in lines if "[" in line or "]" in line]
+    assert len(rows) == 2
+    for row, interval_cells in zip(rows, cells, strict=True):
+        for cell in interval_cells[5::2]:
+            if cell != "–":
+                assert cell in row
+        assert "zoo-" in row and interval_cells[1] in row

@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffbench.cache_api import forward_with_cache
 from diffbench.errors import UsageError
 from diffbench.haystack.fit import answer_span
 
@@ -242,11 +243,9 @@ def capture_rows(
     with torch.inference_mode():
         for start in range(0, context, prefill_chunk):
             stop = min(start + prefill_chunk, context)
-            model(input_ids=ids[:, start:stop], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            forward_with_cache(model, ids[:, start:stop], cache, logits_to_keep=1)
         with capturing(model) as captures:
-            logits = model(
-                input_ids=ids[:, context:], past_key_values=cache, use_cache=True, logits_to_keep=rows
-            ).logits[0]
+            logits = forward_with_cache(model, ids[:, context:], cache, logits_to_keep=rows).logits[0]
     for capture in captures:
         if capture.query is None:
             raise UsageError(

@@ -42,6 +42,7 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from diffbench.attention.registry import DIFF_V2_MODEL_TYPE
+from diffbench.cache_api import pop_layer_cache
 
 
 class DiffV2Config(LlamaConfig):
@@ -88,9 +89,10 @@ class DiffV2Attention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Any = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # The decoder layer passes the cache as `cache` (transformers >= 5.24) or `past_key_values`.
+        cache = pop_layer_cache(kwargs)
         batch, length, _ = hidden_states.shape  # x: (B, T, d_model)
         q = self.q_proj(hidden_states).view(batch, length, 2 * self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(hidden_states).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -98,8 +100,8 @@ class DiffV2Attention(nn.Module):
         # q: (B, 2h, T, d); k, v: (B, h_kv, T, d)
         cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)  # (B, h_kv, S, d), S = cached + T
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, h_kv, S, d), S = cached + T
 
         attention: Callable[..., Any] = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward

@@ -311,10 +311,11 @@ def _run_ranked(
         for item, pending in work:
             if not pending:
                 continue
+            attention = attention_implementation(device, dtype, item.config)
+            if store is not None:
+                store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
             on_event("status", f"loading {item.ref.name}")
-            loaded = load_weights(
-                item, device, dtype, attention_implementation(device, dtype, item.config), options.device_map
-            )
+            loaded = load_weights(item, device, dtype, attention, options.device_map)
             memory, results = score_samples(loaded, pending, spec, options)
             if store is not None:
                 store.register_model(loaded.entry)

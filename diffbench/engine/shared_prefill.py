@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from diffbench.cache_api import forward_with_cache
 from diffbench.engine.kv_cache import ReservedCache, reserved_cache_for
 from diffbench.engine.prefix_plan import Branch, Trunk, plan_trunks
 from diffbench.engine.teacher_forcing import AnswerScore, answer_score, greedy_continuation
@@ -80,9 +81,7 @@ class SharedPrefixEngine:
         for start, end in chunk_bounds(total, self.chunk_tokens, keep):
             last = end == total
             piece = torch.tensor([row[start:end] for row in rows], device=self.device)
-            output = self.model(
-                input_ids=piece, past_key_values=cache, use_cache=True, logits_to_keep=keep if last else 1
-            )
+            output = forward_with_cache(self.model, piece, cache, logits_to_keep=keep if last else 1)
             if last:
                 logits = output.logits
         self.fed_tokens += total * len(rows)

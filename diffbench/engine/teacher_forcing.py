@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from diffbench.cache_api import forward_with_cache, generate_with_cache, new_dynamic_cache
+
 
 @dataclass(frozen=True)
 class AnswerScore:
@@ -71,17 +73,16 @@ def score_and_generate(
     is then cropped back to all but the last prompt token and handed to ``generate()``.
     """
     import torch
-    from transformers import DynamicCache
 
     device = next(model.parameters()).device
     prompt = torch.tensor([input_ids], device=device)
-    cache = DynamicCache(config=model.config)
+    cache = new_dynamic_cache(model)
     with torch.inference_mode():
-        first = model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[0]
+        first = forward_with_cache(model, prompt, cache, logits_to_keep=1).logits[0]
         parts = [first]
         if len(answer_ids) > 1:
             rest = torch.tensor([answer_ids[:-1]], device=device)
-            parts.append(model(input_ids=rest, past_key_values=cache, use_cache=True).logits[0])
+            parts.append(forward_with_cache(model, rest, cache).logits[0])
         logits = torch.cat(parts, dim=0)
         generated = greedy_continuation(model, prompt, cache, max_new_tokens, eos_token_id)
     return answer_score(logits, answer_ids, generated)
@@ -99,10 +100,11 @@ def greedy_continuation(
 
     cache.crop(prompt.shape[1] - 1 - cache.get_seq_length())
     with torch.inference_mode():
-        output = model.generate(
-            input_ids=prompt,
+        output = generate_with_cache(
+            model,
+            prompt,
+            cache,
             attention_mask=torch.ones_like(prompt),
-            past_key_values=cache,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             temperature=None,

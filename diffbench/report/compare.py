@@ -49,6 +49,7 @@ from diffbench.report.summary import (
     effective_lengths,
     grid,
     length_summary,
+    nonfinite_count,
 )
 from diffbench.report.tables import (
     comparison_cells,
@@ -175,6 +176,14 @@ def _notes(report: ComparisonReport) -> list[str]:
     if not report.models:
         notes.append("no run has niah records (only diffbench attn runs): the report is the attention view")
         return notes
+    if "answer_logprob" in report.frame.columns:
+        nonfinite = report.frame.groupby("model", sort=False)["answer_logprob"].agg(nonfinite_count)
+        for model, count in nonfinite.items():
+            if count:
+                notes.append(
+                    f"{model} has {count} NaN or infinite answer log-probs (low-precision overflow?); "
+                    "mean log-probs leave them out"
+                )
     counts = report.frame.groupby("model")["sample_id"].nunique()
     if counts.nunique() > 1:
         detail = ", ".join(f"{model} {count}" for model, count in counts.items())
@@ -269,8 +278,9 @@ def _accuracy_rich_tables(report: ComparisonReport) -> list[Any]:
         *comparison_cells(report.comparison, report.reference, 2)
     )
     suffix = f" ({', '.join(constant)})" if constant else ""
+    headers = ["Δ" if header.startswith("Δ vs ") else header for header in headers]  # the caption names it
     caption = "accuracy: Wilson 95% CI" + (
-        f"; Δ vs {report.reference}: paired bootstrap 95% CI" if report.reference else ""
+        f"; Δ: difference to {report.reference}, paired bootstrap 95% CI" if report.reference else ""
     )
     tables.append(rich_table(headers, cells, f"Accuracy by length{suffix}", caption))
     return tables

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -14,13 +15,25 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def finite_mean(values: pd.Series) -> float:
+    """Mean over finite values: one fp16/bf16 overflow (-inf) must not turn a whole cell's mean into -inf."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def nonfinite_count(values: pd.Series) -> int:
+    """Log-probs that are NaN or ±inf (reported beside the mean, never silently dropped)."""
+    return sum(1 for v in values if v is None or not math.isfinite(float(v)))
+
+
 def cell_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Accuracy, sample count and mean answer log-prob per model × length × depth."""
     grouped = frame.groupby(CELL_KEYS, sort=True)
     summary = grouped.agg(
         n=("correct", "size"),
         accuracy=("correct", "mean"),
-        mean_answer_logprob=("answer_logprob", "mean"),
+        mean_answer_logprob=("answer_logprob", finite_mean),
+        nonfinite_logprobs=("answer_logprob", nonfinite_count),
         mean_seconds=("seconds", "mean"),
         **_recall(frame),
     ).reset_index()
@@ -43,7 +56,8 @@ def model_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(
         n=("correct", "size"),
         accuracy=("correct", "mean"),
-        mean_answer_logprob=("answer_logprob", "mean"),
+        mean_answer_logprob=("answer_logprob", finite_mean),
+        nonfinite_logprobs=("answer_logprob", nonfinite_count),
         **_recall(frame),
     ).reset_index()
 

@@ -113,15 +113,25 @@ def without_constant_columns(
     return [headers[i] for i in kept], [[line[i] for i in kept] for line in cells], values
 
 
+def is_interval(cell: str) -> bool:
+    """'[0.44, 1.00]' and '0.57 [0.33, 0.79]': a cell that is unreadable once split over two lines."""
+    return cell.endswith("]") and "[" in cell
+
+
 def rich_table(headers: list[str], cells: list[list[str]], title: str, caption: str | None = None) -> Table:
-    """A compact table that fits narrow terminals: model names never wrap, other cells fold."""
+    """A compact table that fits narrow terminals and CI logs (80 columns when stdout is not a TTY):
+    model names and interval cells never wrap; other cells and headers fold instead."""
     from rich import box
 
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-    for header in headers:
+    for index, header in enumerate(headers):
         text = header in TEXT_COLUMNS
+        whole = any(is_interval(line[index]) for line in cells)
         table.add_column(
-            header, justify="left" if text else "right", no_wrap=header in ("model", "probe"), overflow="fold"
+            header,
+            justify="left" if text else "right",
+            no_wrap=header in ("model", "variant", "probe") or whole,
+            overflow="fold",
         )
     for line in cells:
         table.add_row(*line)

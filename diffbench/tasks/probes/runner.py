@@ -256,8 +256,9 @@ def run_halluc(
         for item, items, pending in work:
             if not pending:
                 continue
-            on_event("status", f"loading {item.ref.name}")
             attention = attention_implementation(device, dtype, item.config)
+            store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
+            on_event("status", f"loading {item.ref.name}")
             loaded = load_weights(item, device, dtype, attention, options.device_map)
             capacity = max(len(i.input_ids) + max(i.max_new_tokens, 1) for i, _ in pending)
             memory = plan_memory(loaded.model, capacity, options.max_memory_bytes, options.chunk_tokens)
