@@ -48,6 +48,7 @@ define range_venv
 endef
 
 test-lowest: browser
+	$(if $(TRANSFORMERS_LOWEST),,$(error cannot read the lowest transformers from pyproject.toml's "transformers>=X," line))
 	$(call range_venv,.venv-lowest,transformers==$(TRANSFORMERS_LOWEST))
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider
 
@@ -55,7 +56,7 @@ test-lowest: browser
 test-newest: browser
 	$(call range_venv,.venv-newest,transformers)
 	# pip names the conflict with pyproject's upper bound and installs it anyway: that is the point here.
-	.venv-newest/bin/pip install --quiet --upgrade "transformers<6"
+	.venv-newest/bin/pip install --quiet -c .venv-newest/constraints.txt --upgrade "transformers<6"
 	.venv-newest/bin/python -c "import transformers; print('transformers', transformers.__version__)"
 	.venv-newest/bin/python -m pytest -q -p no:cacheprovider
 

@@ -227,6 +227,7 @@ class RunStore(RunFiles):
         super().__init__(directory)
         self.manifest = manifest
         self._lock_handle = lock_handle
+        self.stale_versions: list[str] = []  # set by open(): how the records' versions differ from ours
 
     @classmethod
     def open(
@@ -240,6 +241,7 @@ class RunStore(RunFiles):
         """Create a run directory or resume the one there; a different spec in it is refused."""
         ensure_directory(directory)
         lock_handle = acquire_lock(directory)
+        stale_versions: list[str] = []
         if (directory / MANIFEST).exists():
             manifest = read_manifest(directory)
             if manifest.spec_fingerprint != spec.fingerprint():
@@ -249,7 +251,7 @@ class RunStore(RunFiles):
                     f"(it differs in {', '.join(spec_difference(manifest.spec, spec)) or OLDER_SAMPLES}); "
                     "pass another --out, or repeat the original options to resume it"
                 )
-            _refuse_other_versions(directory, manifest, lock_handle)
+            stale_versions = _stale_versions(directory, manifest)
             manifest.status = "running"
             for name in requested_models:
                 if name not in manifest.requested_models:
@@ -271,6 +273,7 @@ class RunStore(RunFiles):
                 command=command,
             )
         store = cls(directory, manifest, lock_handle)
+        store.stale_versions = stale_versions
         store._repair_records()
         store.merge_shards()
         store.save_manifest()
@@ -291,11 +294,19 @@ class RunStore(RunFiles):
         write_json(self.directory / MANIFEST, self.manifest.model_dump(mode="json"))
 
     def refuse_mixed_settings(self, name: str, device: str, dtype: str, attn_implementation: str) -> None:
-        """Refuse to add records of ``name`` made another way than its records already here.
+        """Refuse to add records of ``name`` made another way than the records already here.
 
-        Called before a model loads (with what the runner will ask for) and again when it registers
-        (with what the load gave): a run mixes no dtypes, device kinds or attention kernels per model.
+        Called for every model with pending samples before any loads (with what the runner will ask
+        for) and again when it registers (with what the load gave): a run mixes no package versions,
+        and per model no dtypes, device kinds or attention kernels. A run with nothing left to add is
+        never refused: reopening a finished run only reads it.
         """
+        if self.stale_versions:
+            raise RunDirectoryError(
+                f"{str(self.directory)!r} was run with {', '.join(self.stale_versions)}; resume it where its "
+                "versions are installed (manifest.json lists them; pip install -c constraints.txt gives "
+                "diffbench's tested set), or pass another --out"
+            )
         entry = next((m for m in self.manifest.models if m.name == name), None)
         if entry is None or not self.completed(name):
             return
@@ -374,21 +385,22 @@ def device_kind(device: str) -> str:
     return device.split(":", 1)[0]
 
 
-def _refuse_other_versions(directory: Path, manifest: RunManifest, lock_handle: Any) -> None:
-    """A run with records resumes only under the package versions that made them; an empty one adopts ours."""
+def has_records(directory: Path) -> bool:
+    """Whether any record exists, in records.jsonl or in a distributed rank's unmerged shard."""
+    paths = [directory / RECORDS, *(directory / SHARDS).glob("rank-*.jsonl")]
+    return any(path.is_file() and path.stat().st_size for path in paths)
+
+
+def _stale_versions(directory: Path, manifest: RunManifest) -> list[str]:
+    """How the run's records' package versions differ from ours; a run without records adopts ours."""
     from diffbench.versions import environment_versions, version_differences
 
     current = environment_versions()
     differences = version_differences(manifest.versions, current)
-    records = directory / RECORDS
-    if differences and records.is_file() and records.stat().st_size:
-        lock_handle.close()
-        raise RunDirectoryError(
-            f"{str(directory)!r} was run with {', '.join(differences)}; resume it where its versions are "
-            "installed (manifest.json lists them; pip install -c constraints.txt gives diffbench's tested "
-            "set), or pass another --out"
-        )
+    if differences and has_records(directory):
+        return differences
     manifest.versions = current
+    return []
 
 
 def acquire_lock(directory: Path) -> Any:
@@ -413,9 +425,16 @@ def acquire_lock(directory: Path) -> Any:
 
 
 def find_resumable(root: Path, spec: NiahSpec | HallucSpec, requested_models: list[str]) -> Path | None:
-    """The newest unfinished run under ``root`` with this spec and these models, to resume by default."""
+    """The newest unfinished run under ``root`` with this spec and these models, to resume by default.
+
+    A run whose records were made under other package versions is not resumed by default (that would be
+    refused); a new run starts beside it.
+    """
+    from diffbench.versions import environment_versions, version_differences
+
     if not root.is_dir():
         return None
+    current = environment_versions()
     candidates = []
     for manifest_path in root.glob(f"*/{MANIFEST}"):
         try:
@@ -427,6 +446,11 @@ def find_resumable(root: Path, spec: NiahSpec | HallucSpec, requested_models: li
             and payload.get("spec_fingerprint") == spec.fingerprint()
             and payload.get("requested_models") == requested_models
             and payload.get("status") != "complete"
+            and not (
+                isinstance(payload.get("versions"), dict)
+                and version_differences(payload["versions"], current)
+                and has_records(manifest_path.parent)
+            )
         ):
             candidates.append((payload.get("created_at", ""), manifest_path.parent))
     return max(candidates)[1] if candidates else None

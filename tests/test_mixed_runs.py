@@ -126,3 +126,35 @@ def test_nonfinite_logprobs_are_stored_read_back_and_reported(finished_run: Path
     (model,) = write_run_report(run).summary["models"]  # summary.json, as niah writes it at the end
     assert model["nonfinite_logprobs"] == 2
     assert model["mean_answer_logprob"] == pytest.approx(sum(finite) / len(finite), abs=1e-5)
+
+
+def test_a_finished_run_reopened_under_other_versions_is_only_read(
+    finished_run: Path, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    recorded = {**environment_versions(), "transformers": "4.0.0"}
+    edit_manifest(run, versions=recorded)
+    before = (run / "records.jsonl").read_text()
+    code, stderr = niah(tiny_llama_dir, run)
+    assert code == 0, stderr
+    assert (run / "records.jsonl").read_text() == before
+    assert json.loads((run / "manifest.json").read_text())["versions"]["transformers"] == "4.0.0"
+
+
+def test_the_default_resume_passes_over_a_run_made_under_other_versions(
+    finished_run: Path, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    stale, kept = copy_without_last_record(finished_run, results)
+    edit_manifest(stale, versions={**environment_versions(), "torch": "1.0"}, status="interrupted")
+    result = CliRunner().invoke(
+        app, ["niah", "--model", str(tiny_llama_dir), *GRID, "--results-dir", str(results)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert (stale / "records.jsonl").read_text() == "".join(kept)  # left as it was
+    fresh = [d for d in results.iterdir() if d != stale]
+    assert len(fresh) == 1 and len(read_records(fresh[0] / "records.jsonl")) == len(kept) + 1

@@ -22,6 +22,7 @@ from diffbench.engine.distributed import Ranks, join_ranks, rank_device
 from diffbench.engine.memory import MemoryPlan, auto_batch_size, plan_memory
 from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import AnswerScore
+from diffbench.errors import RunDirectoryError
 from diffbench.haystack.sources import load_source
 from diffbench.models.device import attention_implementation, dtype_name, resolve_device, resolve_dtype
 from diffbench.models.load import (
@@ -307,13 +308,23 @@ def _run_ranked(
             done = files.completed(item.ref.name)
             resumed += sum(s.sample_id in done for s in samples)
             work.append((item, ranks.shard([s for s in samples if s.sample_id not in done])))
+        refusal = None
+        if store is not None:  # every model with work, before any loads; every rank learns the verdict
+            try:
+                for item, pending in work:
+                    if pending:
+                        attention = attention_implementation(device, dtype, item.config)
+                        store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
+            except RunDirectoryError as error:
+                refusal = str(error)
+        refusal = ranks.from_main(refusal)
+        if refusal is not None:
+            raise RunDirectoryError(refusal)
         on_event("plan", sum(len(pending) for _, pending in work))
         for item, pending in work:
             if not pending:
                 continue
             attention = attention_implementation(device, dtype, item.config)
-            if store is not None:
-                store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
             on_event("status", f"loading {item.ref.name}")
             loaded = load_weights(item, device, dtype, attention, options.device_map)
             memory, results = score_samples(loaded, pending, spec, options)

@@ -16,6 +16,7 @@ probe's generate and forced-choice verdicts or split it into cells too small to 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -201,9 +202,10 @@ def _row(level: Level, name: str, pairs: list[Pair], score_test: bool, resamples
         p_raw=p_value,
         p_value=p_value,
     )
-    if score_test:
+    scored = [p for p in pairs if math.isfinite(p.baseline_score) and math.isfinite(p.candidate_score)]
+    if score_test and scored:  # a NaN score (low-precision overflow) has no place in a mean: left out
         result = paired_bootstrap(
-            [p.baseline_score for p in pairs], [p.candidate_score for p in pairs], resamples, seed
+            [p.baseline_score for p in scored], [p.candidate_score for p in scored], resamples, seed
         )
         row.score_drop = -result.mean_difference
         row.score_drop_ci = (-result.high, -result.low)

@@ -27,7 +27,7 @@ def _rate(flags: Iterable[bool]) -> tuple[float | None, float | None, float | No
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    present = [v for v in values if v is not None and math.isfinite(v)]  # fp16 overflow: left out
     return round(sum(present) / len(present), 6) if present else None
 
 
@@ -131,7 +131,7 @@ def _contrastive(records: list[Row]) -> tuple[Row, Row]:
     for op, wins in ops.items():
         value, low, high, _ = _rate(wins)
         extra[f"pairwise_{op}"] = {"value": value, "low": low, "high": high}
-    gains = [_d(r).get("context_gain") for r in records if _d(r).get("context_gain") is not None]
+    gains = [g for r in records if (g := _d(r).get("context_gain")) is not None and math.isfinite(g)]
     if gains:
         boot = paired_bootstrap([0.0] * len(gains), gains)
         extra["context_gain"] = {"value": round(boot.mean_difference, 6), "low": boot.low, "high": boot.high}

@@ -252,12 +252,15 @@ def run_halluc(
             pending = [(i, m) for i, m in units if f"{i.item_id}#{MODE_SUFFIX[m]}" not in done]
             resumed += len(units) - len(pending)
             work.append((item, items, pending))
+        for item, _, pending in work:  # every model with work, before any loads
+            if pending:
+                attention = attention_implementation(device, dtype, item.config)
+                store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
         on_event("plan", sum(len(pending) for _, _, pending in work))
         for item, items, pending in work:
             if not pending:
                 continue
             attention = attention_implementation(device, dtype, item.config)
-            store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
             on_event("status", f"loading {item.ref.name}")
             loaded = load_weights(item, device, dtype, attention, options.device_map)
             capacity = max(len(i.input_ids) + max(i.max_new_tokens, 1) for i, _ in pending)
