@@ -354,7 +354,9 @@ def _train(
         batch = train_blocks[step * options.batch_size : (step + 1) * options.batch_size]
         loss = model(input_ids=batch, labels=batch, use_cache=False).loss
         if not torch.isfinite(loss):
-            raise DiffbenchError(f"the training loss became {float(loss)} at step {step + 1}; lower --lr")
+            raise DiffbenchError(
+                f"the training loss became {float(loss.detach())} at step {step + 1}; lower --lr"
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(named.values()), GRAD_CLIP)
         optimizer.step()
