@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import torch
+from test_dex import randomise
 from test_diff_attention import VOCAB, build_model, tiny_config
 
-from diffbench.attention.dex import attach_dex, dex_modules, set_schedule
+from diffbench.attention.dex import attach_dex
 from diffbench.cache_api import (
     cache_keyword,
     forward_with_cache,
@@ -44,12 +45,7 @@ def variant_model(variant: str) -> Any:
     model = build_model("llama" if variant == "dex" else variant, config)
     if variant == "dex":
         attach_dex(model, [[0, 2], [1]])
-        generator = torch.Generator().manual_seed(3)
-        with torch.no_grad():
-            for dex in dex_modules(model):
-                dex.w_d.copy_(torch.randn(dex.w_d.shape, generator=generator) * 0.3)
-                dex.lambda_learn.fill_(0.4)
-        set_schedule(model, 10, 5)
+        randomise(model, lam=0.4, seed=3)
     return model
 
 
