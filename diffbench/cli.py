@@ -213,9 +213,13 @@ def niah(
         str, typer.Option(help="Needle values: numbers (7 digits) | words | uuids.")
     ] = "numbers",
     generate: Annotated[
-        bool,
-        typer.Option("--generate", help="Also decode greedily and score the text with RULER's all/part."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--generate/--teacher-forced",
+            help="Score greedily decoded text (RULER's all/part at word bounds) or the teacher-forced "
+            "answer; default: decoded when several values are asked (--queries > 1), else teacher-forced.",
+        ),
+    ] = None,
     chat_template: ChatTemplateOption = "auto",
     rope_scaling: RopeScalingOption = "none",
     out: Annotated[
@@ -453,9 +457,15 @@ def execute_niah(
             stdout.print(grid_table(grid(report.cells, name), f"{name}: accuracy by depth × length"))
     for row in report.summary["models"]:
         recall = f", recall {row['recall']:.3f}" if row.get("recall") is not None else ""
+        forced = ""
+        if row.get("teacher_forced_agreement") is not None:
+            forced = (
+                f" (greedy decoding; teacher-forced {row['teacher_forced_accuracy']:.3f}, "
+                f"verdicts agree on {row['teacher_forced_agreement']:.0%})"
+            )
         stdout.print(
             f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f}{recall} "
-            f"over {row['n']} samples"
+            f"over {row['n']} samples{forced}"
         )
         if row.get("nonfinite_logprobs"):
             stderr.print(

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -67,6 +67,9 @@ class NiahSpec(BaseModel):
     queries: int = Field(default=1, ge=1)  # R of them asked (the Diff paper's R)
     kind: NeedleKind = "multikey"  # RULER's variant: distinct keys (multikey/multiquery) or one key
     values: NeedleValues = "numbers"  # 7-digit numbers, words or UUIDs
+    # An answer counts only when it ends (scoring.py): the token after it must not extend it, and a
+    # gold string inside a longer word or number is not found. Runs stored before the rule read False.
+    answer_boundary: bool = True
 
     @property
     def multi_needle(self) -> bool:
@@ -79,6 +82,8 @@ class NiahSpec(BaseModel):
         for name, default in MULTI_NEEDLE_DEFAULTS.items():
             if payload[name] == default:
                 del payload[name]
+        if not payload["answer_boundary"]:  # a run stored before the rule keeps its fingerprint
+            del payload["answer_boundary"]
         return stable_hash(payload)[:16]
 
 
@@ -208,7 +213,7 @@ class Record(BaseModel):
     correct: bool
     score: MaybeFiniteFloat
     scoring: Literal["teacher_forced", "generate"]
-    greedy_exact: bool
+    greedy_exact: bool  # the teacher-forced verdict (under the boundary rule: every value also ended)
     answer_logprob: MaybeFiniteFloat
     answer_tokens: int
     ruler_all: float | None
@@ -220,6 +225,9 @@ class Record(BaseModel):
     # Multi-needle records only (absent in older runs, None on single-needle records):
     recall: float | None = None  # fraction of the asked needles retrieved; `correct` needs all of them
     needles: list[NeedleResult] | None = None
+    # The answer-boundary rule: whether the greedy token after the answer leaves it ended (None: a run
+    # scored before the rule, or a task without it).
+    answer_ended: bool | None = None
     details: dict[str, Any] | None = None  # a task's own fields (halluc probes: checks, candidates, judge)
 
 
@@ -234,6 +242,7 @@ class ModelEntry(BaseModel):
     path: str
     variant: str
     variant_version: str | None = None
+    layout: str | None = None  # the official layout a checkpoint was converted from (models/layouts.py)
     architecture: str
     parameters: int
     context_window: int
@@ -269,6 +278,16 @@ class RunManifest(BaseModel):
     # `niah --attn`: where the attention allocation of the run's samples is (RUN/attention) and its
     # status; None when the run has none. Not part of the spec: adding it never changes the sample set.
     attention: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scored_before_boundary_rule(cls, data: Any) -> Any:
+        """A niah spec stored before the answer-boundary rule was scored without it: say so."""
+        if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+            spec = data["spec"]
+            if spec.get("task", "niah") == "niah" and "answer_boundary" not in spec:
+                return {**data, "spec": {**spec, "answer_boundary": False}}
+        return data
 
 
 class AttentionManifest(RunManifest):

@@ -244,7 +244,7 @@ class NiahFields(TaskFields):
     needle: NeedleTable = NeedleTable()
     chat_template: Literal["auto", "on", "off"] = "auto"
     answer_budget: int | None = Field(default=None, ge=1)  # default: 32 per asked needle (64 for uuids)
-    generate: bool = False
+    generate: bool | None = None  # default: greedy decoding decides when several values are asked
     rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
     needles: int | Annotated[list[int], Field(min_length=1)] = 1  # a list sweeps N: one run per value
     queries: int | None = None  # in a sweep, capped at each N (the Diff paper's "R = 2 except N = 1")
@@ -263,7 +263,12 @@ class NiahFields(TaskFields):
 
     def to_specs(self) -> list[NiahSpec]:
         """One spec, or one per N of a ``needles`` sweep; each N checked as ``--needles`` would be."""
-        from diffbench.tasks.multi_needle import answer_budget_per_query, needle_for_values, needle_options
+        from diffbench.tasks.multi_needle import (
+            answer_budget_per_query,
+            needle_for_values,
+            needle_options,
+            scored_by_generation,
+        )
 
         counts = self.needles if isinstance(self.needles, list) else [self.needles]
         specs = []
@@ -288,7 +293,7 @@ class NiahFields(TaskFields):
                     needle=needle_for_values(needle, self.values),
                     chat_template=self.chat_template,
                     answer_budget=budget,
-                    generate=self.generate,
+                    generate=scored_by_generation(self.generate, queries),
                     rope_scaling=self.rope_scaling,
                     needles=count,
                     queries=queries,

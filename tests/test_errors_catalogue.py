@@ -149,6 +149,28 @@ def copy_dir(source: str, name: str, change: Callable[[Path], object] | None = N
     return prepare
 
 
+def official_checkpoint(
+    rename: tuple[str, str] | None = None, drop: str | None = None
+) -> Callable[[Path], None]:
+    """Rewrite a copied checkpoint in Microsoft's Diff V1 layout (community model_type diff_llama),
+    with a weight name renamed or a config field dropped."""
+
+    def change(directory: Path) -> None:
+        from safetensors.torch import load_file, save_file
+        from unilm_port import write_official_checkpoint
+
+        write_official_checkpoint(directory, "v1", directory, 2, 2, model_type="diff_llama")
+        if rename is not None:
+            state = load_file(str(directory / "model.safetensors"))
+            save_file({k.replace(*rename): v for k, v in state.items()}, str(directory / "model.safetensors"))
+        if drop is not None:
+            config = json.loads((directory / "config.json").read_text())
+            del config[drop]
+            (directory / "config.json").write_text(json.dumps(config))
+
+    return change
+
+
 def edit_json(relative: str, **changes: Any) -> Callable[[Path], None]:
     def change(directory: Path) -> None:
         path = directory / relative
@@ -871,6 +893,18 @@ CASES = [
         niah(model="{tmp}/m"),
         "has format_version",
         prepare=copy_dir("dex", "m", edit_json("diffbench.json", format_version=99)),
+    ),
+    Case(
+        "E-MODEL-LAYOUT-UNKNOWN",
+        niah(model="{tmp}/m"),
+        "match no layout diffbench converts",
+        prepare=copy_dir("llama", "m", official_checkpoint(rename=("out_proj", "dense"))),
+    ),
+    Case(
+        "E-MODEL-LAYOUT-CONVERT",
+        niah(model="{tmp}/m"),
+        "cannot convert",
+        prepare=copy_dir("llama", "m", official_checkpoint(drop="num_attention_heads")),
     ),
     Case(
         "E-MODEL-DEX-PARAMETERS-CORRUPT",

@@ -101,7 +101,9 @@ def test_single_needle_specs_keep_their_fingerprint_and_sample_ids(tiny_tokenize
     """The fingerprint of a default spec is the one diffbench gave it before multi-needle fields existed."""
     spec = build_niah_spec("256", "0%", 1, 0, "prose", NeedleSpec(), "auto", None, "none")
     assert spec == NiahSpec(lengths=[256], depths=[0.0], samples_per_cell=1, answer_budget=32)
-    assert spec.fingerprint() == "db7047571e03ecb3"
+    # Before the answer-boundary rule: the fingerprint diffbench gave it before multi-needle fields existed.
+    assert spec.model_copy(update={"answer_boundary": False}).fingerprint() == "db7047571e03ecb3"
+    assert spec.fingerprint() == "340982b379f29873"  # under the rule: verdicts differ, so does the run
     assert not spec.multi_needle
     sample = samples_of(spec, tiny_tokenizer)[0]
     assert sample.sample_id == "niah/256/0/0"
@@ -251,7 +253,8 @@ def test_shared_and_independent_prefill_agree_on_every_needle(tiny_llama: Any, t
 def test_cli_multi_needle_run_records_every_needle_and_recall(tiny_llama_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["niah", "--model", str(tiny_llama_dir), "--lengths", "384", "--depths", "3"]
-    result = CliRunner().invoke(app, [*args, "--needles", "4", "--queries", "2", "--out", str(out), "--json"])
+    multi = [*args, "--needles", "4", "--queries", "2", "--teacher-forced"]
+    result = CliRunner().invoke(app, [*multi, "--out", str(out), "--json"])
     assert result.exit_code == 0, result.stderr
     records = [Record.model_validate_json(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 3

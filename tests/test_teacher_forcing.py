@@ -138,7 +138,7 @@ def test_score_and_generate_matches_score_answer_and_plain_generate(
 
 
 def test_score_answer_never_builds_full_length_logits(tiny_llama: Any, samples: list[Sample]) -> None:
-    """The forward pass keeps logits for the answer positions only (checked on the model's output)."""
+    """The forward pass keeps logits for the answer positions and the one after only (model output)."""
     sample = samples[-1]
     seen: list[tuple[int, ...]] = []
     handle = tiny_llama.register_forward_hook(
@@ -148,4 +148,4 @@ def test_score_answer_never_builds_full_length_logits(tiny_llama: Any, samples: 
         score_answer(tiny_llama, sample.input_ids, sample.answer_ids)
     finally:
         handle.remove()
-    assert seen == [(1, len(sample.answer_ids), tiny_llama.config.vocab_size)]
+    assert seen == [(1, len(sample.answer_ids) + 1, tiny_llama.config.vocab_size)]

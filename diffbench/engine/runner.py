@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.engine.distributed import Ranks, join_ranks, rank_device
-from diffbench.engine.memory import MemoryPlan, auto_batch_size, plan_memory
+from diffbench.engine.memory import MemoryPlan, auto_batch_size, kv_bytes_per_token, plan_memory
 from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.errors import RunDirectoryError
@@ -33,7 +33,7 @@ from diffbench.models.load import (
     prepare_model,
     resolve_model_ref,
 )
-from diffbench.scoring import ruler_all, ruler_part
+from diffbench.scoring import answer_ends, contains_answer, ruler_all, ruler_part
 from diffbench.specs import NeedleResult, NiahSpec, Record, Sample
 from diffbench.store import RunFiles, RunStore, find_resumable
 from diffbench.tasks.niah import generate_samples
@@ -109,36 +109,49 @@ def resolve_named_refs(model_texts: list[str]) -> list[ModelRef]:
     ]
 
 
+def value_ended(tokenizer: Any, sample: Sample, scored: AnswerScore, start: int, end: int) -> bool:
+    """Whether the greedy token after answer tokens [start, end) leaves the value ended (not 3943425…5)."""
+    following = scored.following(end)
+    return following is None or answer_ends(tokenizer, list(sample.answer_ids[start:end]), following)
+
+
 def record_for(
     loaded: LoadedModel, sample: Sample, spec: NiahSpec, run_id: str, scored: AnswerScore, seconds: float
 ) -> Record:
     """Teacher-forced verdict always; with spec.generate the greedy text scored by RULER's rules instead.
 
+    Under the answer-boundary rule (``spec.answer_boundary``) a teacher-forced answer counts only when
+    the greedy token after it does not extend it, and a gold string in the text only at word bounds.
     A multi-needle record is correct when every asked value is retrieved (RULER's ``all`` = 1), and
     carries the recall (the fraction retrieved) and each needle's placement and result.
     """
+    boundary = spec.answer_boundary
+    tokenizer = loaded.tokenizer
     prediction = None
     all_score = part_score = None
     golds = sample.answers or [sample.answer]
+    spans = sample.answer_value_spans or [(0, len(sample.answer_ids))]
+    values = [scored.span(start, end) for start, end in spans]
+    ended = [value_ended(tokenizer, sample, scored, *span) if boundary else None for span in spans]
+    forced = [greedy and end is not False for (_, greedy), end in zip(values, ended, strict=True)]
+    greedy_exact = all(forced)  # every value greedy (given the teacher-forced connectors) and ended
+    answer_ended = None if not boundary else all(end is not False for end in ended)
     if spec.generate:
-        prediction = loaded.tokenizer.decode(scored.generated_ids or [], skip_special_tokens=True).strip()
-        all_score = ruler_all(prediction, golds)
-        part_score = ruler_part(prediction, golds)
+        prediction = tokenizer.decode(scored.generated_ids or [], skip_special_tokens=True).strip()
+        all_score = ruler_all(prediction, golds, boundary)
+        part_score = ruler_part(prediction, golds, boundary)
         correct, score = all_score == 1.0, all_score
     else:
-        correct, score = scored.greedy_exact, float(scored.greedy_exact)
-    answer_logprob, greedy_exact = scored.answer_logprob, scored.greedy_exact
+        correct, score = greedy_exact, float(greedy_exact)
+    answer_logprob = scored.answer_logprob
     recall = needles = None
     if sample.needles is not None and sample.answer_value_spans is not None:
-        values = [scored.span(start, end) for start, end in sample.answer_value_spans]
         answer_logprob = sum(logprob for logprob, _ in values)  # the values' tokens, not the connectors
-        found = [greedy for _, greedy in values]
-        greedy_exact = all(found)  # every value greedy given the teacher-forced connectors
+        found = forced
         if prediction is not None:
-            found = [ruler_all(prediction, [gold]) == 1.0 for gold in golds]
+            found = [contains_answer(prediction, gold, boundary) for gold in golds]
         else:
             all_score, part_score = sum(found) / len(found), float(any(found))
-            correct, score = all(found), all_score
         recall = sum(found) / len(found)
         needles = [
             NeedleResult(
@@ -165,6 +178,7 @@ def record_for(
         score=score,
         scoring="generate" if spec.generate else "teacher_forced",
         greedy_exact=greedy_exact,
+        answer_ended=answer_ended,
         answer_logprob=round(answer_logprob, 6),
         answer_tokens=len(sample.answer_ids),
         ruler_all=all_score,
@@ -187,8 +201,9 @@ def fork_hint(sample: Sample) -> int:
 
 def score_samples(
     loaded: LoadedModel, samples: list[Sample], spec: NiahSpec, options: EngineOptions
-) -> tuple[MemoryPlan, Iterator[tuple[Sample, AnswerScore, float]]]:
-    """The memory plan for this model and the samples' scores, each yielded as soon as it is done."""
+) -> tuple[MemoryPlan, SharedPrefixEngine, Iterator[tuple[Sample, AnswerScore, float]]]:
+    """The memory plan, the engine (its throughput, once done) and the samples' scores, each yielded as
+    soon as it is done."""
     generation = None
     if spec.generate:
         eos = loaded.model.generation_config.eos_token_id
@@ -206,7 +221,7 @@ def score_samples(
         for done in engine.run(jobs, generation):
             yield samples[done.position], done.score, done.seconds
 
-    return memory, results()
+    return memory, engine, results()
 
 
 def samples_for(store: RunStore, spec: NiahSpec, prepared: PreparedModel, source: Any) -> list[Sample]:
@@ -327,10 +342,15 @@ def _run_ranked(
             attention = attention_implementation(device, dtype, item.config)
             on_event("status", f"loading {item.ref.name}")
             loaded = load_weights(item, device, dtype, attention, options.device_map)
-            memory, results = score_samples(loaded, pending, spec, options)
+            memory, engine, results = score_samples(loaded, pending, spec, options)
+            settings = {
+                **options.as_manifest(),
+                **memory.as_manifest(),
+                "kv_bytes_per_token": kv_bytes_per_token(loaded.model),
+            }
             if store is not None:
                 store.register_model(loaded.entry)
-                store.record_engine(loaded.entry.name, {**options.as_manifest(), **memory.as_manifest()})
+                store.record_engine(loaded.entry.name, settings)
             on_event("model", f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})")
             for sample, scored, seconds in results:
                 record = record_for(loaded, sample, spec, run_id, scored, seconds)
@@ -340,6 +360,8 @@ def _run_ranked(
                     files.append_to_shard(ranks.rank, record)
                 new += 1
                 on_event("done", record)
+            if store is not None:  # the cost table's throughput: this session's forward passes
+                store.record_engine(loaded.entry.name, {**settings, **engine.prefill_rate()})
             del loaded
             gc.collect()
         peaks = ranks.gather(peak_memory_mb(device))

@@ -2,8 +2,9 @@
 
 For each trunk of the plan (see ``prefix_plan``) one reserved KV cache is filled with the trunk up to
 the next fork point; the branch (the prompt's remaining tokens + the answer, teacher-forced) runs on
-top of it in chunks, logits are kept for the answer positions only, and the cache is cut back to the
-fork. Memory is one full-length KV cache plus one chunk's activations, whatever the grid.
+top of it in chunks, logits are kept for the answer positions and the one after the answer only, and
+the cache is cut back to the fork. Memory is one full-length KV cache plus one chunk's activations,
+whatever the grid.
 """
 
 from __future__ import annotations
@@ -70,7 +71,17 @@ class SharedPrefixEngine:
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
         self.fed_tokens = 0
+        self.feed_seconds = 0.0  # wall time of the forward passes alone (decoding and scoring excluded)
         self.batched_rows = 0
+
+    def prefill_rate(self) -> dict[str, object]:
+        """Tokens fed per second of forward passes, for the run's cost table (prefill + forced answers)."""
+        rate = self.fed_tokens / self.feed_seconds if self.feed_seconds > 0 else None
+        return {
+            "prefill_tokens": self.fed_tokens,
+            "prefill_seconds": round(self.feed_seconds, 3),
+            "prefill_tokens_per_second": None if rate is None else round(rate, 1),
+        }
 
     def _feed(self, cache: ReservedCache, rows: list[list[int]], keep: int) -> Any:
         """Append equal-length ``rows`` in chunks; logits [rows, keep, vocab] of the last ``keep`` tokens."""
@@ -78,12 +89,16 @@ class SharedPrefixEngine:
 
         logits = None
         total = len(rows[0])
+        started = time.perf_counter()
         for start, end in chunk_bounds(total, self.chunk_tokens, keep):
             last = end == total
             piece = torch.tensor([row[start:end] for row in rows], device=self.device)
             output = forward_with_cache(self.model, piece, cache, logits_to_keep=keep if last else 1)
             if last:
                 logits = output.logits
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # kernels run asynchronously: time their end
+        self.feed_seconds += time.perf_counter() - started
         self.fed_tokens += total * len(rows)
         return logits
 
@@ -141,8 +156,8 @@ class SharedPrefixEngine:
         self, batch_cache: ReservedCache, trunk_cache: ReservedCache, group: list[PromptJob], fork: int
     ) -> list[AnswerScore]:
         batch_cache.fan_out(trunk_cache, len(group))
-        keep = len(group[0].answer_ids)
-        logits = self._feed(batch_cache, [job.input_ids[fork:] + job.answer_ids[:-1] for job in group], keep)
+        keep = len(group[0].answer_ids) + 1  # the answer positions and the one after the answer
+        logits = self._feed(batch_cache, [job.input_ids[fork:] + job.answer_ids for job in group], keep)
         self.batched_rows += len(group)
         return [answer_score(row, job.answer_ids) for row, job in zip(logits, group, strict=True)]
 
@@ -153,12 +168,10 @@ class SharedPrefixEngine:
 
         answer = job.answer_ids
         if generation is None:
-            logits = self._feed(cache, [job.input_ids[fork:] + answer[:-1]], keep=len(answer))[0]
+            logits = self._feed(cache, [job.input_ids[fork:] + answer], keep=len(answer) + 1)[0]
             return answer_score(logits, answer)
-        parts = [self._feed(cache, [job.input_ids[fork:]], keep=1)[0]]
-        if len(answer) > 1:
-            parts.append(self._feed(cache, [answer[:-1]], keep=len(answer) - 1)[0])
-        logits = torch.cat(parts, dim=0)
+        first = self._feed(cache, [job.input_ids[fork:]], keep=1)[0]
+        logits = torch.cat([first, self._feed(cache, [answer], keep=len(answer))[0]], dim=0)
         prompt = torch.tensor([job.input_ids], device=self.device)
         generated = greedy_continuation(
             self.model, prompt, cache, generation.max_new_tokens, generation.eos_token_id

@@ -1,8 +1,9 @@
 """Score an answer in one forward pass instead of decoding it.
 
 Greedy decoding emits the answer exactly iff every answer token is the argmax given the prompt and
-the answer tokens before it, so one forward pass over prompt + answer[:-1], keeping logits for the
-last len(answer) positions only, gives both the verdict and the answer's log-probability. No
+the answer tokens before it, so one forward pass over prompt + answer, keeping logits for the last
+len(answer) + 1 positions only, gives the verdict, the answer's log-probability and the token greedy
+decoding would emit after the answer (which must not extend it: see ``scoring.answer_ends``). No
 length × vocabulary tensor is ever built.
 """
 
@@ -24,10 +25,17 @@ class AnswerScore:
     # Per answer token, so a multi-needle answer can be scored value by value (connectors left out):
     token_logprobs: tuple[float, ...] = ()
     token_greedy: tuple[bool, ...] = ()
+    # The argmax after prompt + answer[:k] for k = 0 .. len(answer): entry k is what greedy decoding
+    # emits after the first k answer tokens, so entry `end` of a value span is the token that follows it.
+    predicted_ids: tuple[int, ...] = ()
 
     def span(self, start: int, end: int) -> tuple[float, bool]:
         """Log-prob and greedy verdict of answer tokens [start, end), e.g. one asked value."""
         return sum(self.token_logprobs[start:end]), all(self.token_greedy[start:end])
+
+    def following(self, end: int) -> int | None:
+        """The greedy token after answer tokens [.., end); None for scores made without that row."""
+        return self.predicted_ids[end] if end < len(self.predicted_ids) else None
 
 
 def answer_stats(logits: Any, answer_ids: list[int]) -> tuple[float, bool]:
@@ -37,30 +45,34 @@ def answer_stats(logits: Any, answer_ids: list[int]) -> tuple[float, bool]:
 
 
 def answer_score(logits: Any, answer_ids: list[int], generated_ids: list[int] | None = None) -> AnswerScore:
-    """The AnswerScore of logits [len(answer), vocab] at the answer positions, with per-token figures."""
+    """The AnswerScore of logits at the answer positions, [len(answer), vocab], or [len(answer) + 1, vocab]
+    with the row after the answer too (the engine's), with per-token figures."""
     import torch
 
     logits = logits.float()
+    count = len(answer_ids)
     targets = torch.tensor(answer_ids, device=logits.device)
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
-    hits = logits.argmax(dim=-1) == targets
+    logprobs = torch.log_softmax(logits[:count], dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    predicted = logits.argmax(dim=-1)
+    hits = predicted[:count] == targets
     return AnswerScore(
         answer_logprob=float(logprobs.sum()),
         greedy_exact=bool(hits.all()),
         generated_ids=generated_ids,
         token_logprobs=tuple(float(v) for v in logprobs.tolist()),
         token_greedy=tuple(bool(v) for v in hits.tolist()),
+        predicted_ids=tuple(int(v) for v in predicted.tolist()),
     )
 
 
 def score_answer(model: Any, input_ids: list[int], answer_ids: list[int]) -> AnswerScore:
-    """One forward pass over prompt + answer[:-1] with logits for the answer positions only."""
+    """One forward pass over prompt + answer with logits for the answer positions and the one after."""
     import torch
 
     device = next(model.parameters()).device
-    sequence = torch.tensor([input_ids + answer_ids[:-1]], device=device)
+    sequence = torch.tensor([input_ids + answer_ids], device=device)
     with torch.inference_mode():
-        logits = model(input_ids=sequence, use_cache=False, logits_to_keep=len(answer_ids)).logits[0]
+        logits = model(input_ids=sequence, use_cache=False, logits_to_keep=len(answer_ids) + 1).logits[0]
     return answer_score(logits, answer_ids)
 
 
@@ -79,11 +91,8 @@ def score_and_generate(
     cache = new_dynamic_cache(model)
     with torch.inference_mode():
         first = forward_with_cache(model, prompt, cache, logits_to_keep=1).logits[0]
-        parts = [first]
-        if len(answer_ids) > 1:
-            rest = torch.tensor([answer_ids[:-1]], device=device)
-            parts.append(forward_with_cache(model, rest, cache).logits[0])
-        logits = torch.cat(parts, dim=0)
+        rest = forward_with_cache(model, torch.tensor([answer_ids], device=device), cache).logits[0]
+        logits = torch.cat([first, rest], dim=0)
         generated = greedy_continuation(model, prompt, cache, max_new_tokens, eos_token_id)
     return answer_score(logits, answer_ids, generated)
 

@@ -123,8 +123,8 @@ def hub_location(ref: ModelRef) -> str:
     return ref.location
 
 
-def _gguf_fingerprint(path: Path) -> str:
-    """Size plus the first and last MiB: identifies a GGUF file without hashing gigabytes."""
+def _file_fingerprint(path: Path) -> str:
+    """Size plus the first and last MiB: identifies a weight file without hashing gigabytes."""
     digest = hashlib.sha256(str(path.stat().st_size).encode())
     with path.open("rb") as handle:
         digest.update(handle.read(1 << 20))
@@ -134,13 +134,16 @@ def _gguf_fingerprint(path: Path) -> str:
 
 
 def materialize(ref: ModelRef) -> str:
-    """A directory or hub id transformers can load; GGUF files are converted once and cached."""
+    """A directory or hub id transformers can load; GGUF files and official Diff layouts are converted
+    once and cached."""
     if ref.kind == "hub":
         return hub_location(ref)
+    if ref.kind == "local":
+        return converted_layout(ref)
     if ref.kind not in ("alias", "gguf"):
         return ref.location
     gguf = Path(ref.location)
-    target = cache_root() / "converted" / f"{gguf.stem}-{_gguf_fingerprint(gguf)}"
+    target = cache_root() / "converted" / f"{gguf.stem}-{_file_fingerprint(gguf)}"
     if (target / "config.json").is_file():
         return str(target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -164,6 +167,23 @@ def materialize(ref: ModelRef) -> str:
         raise ModelLoadError(f"cannot convert GGUF file {str(gguf)!r}: {_first_line(error)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
+
+
+def converted_layout(ref: ModelRef) -> str:
+    """A local directory as it is, or, in an official Diff layout (models/layouts.py), its conversion."""
+    from diffbench.models.layouts import convert_directory, detect_layout, weight_files
+
+    source = Path(ref.location)
+    layout = detect_layout(source)
+    if layout is None:
+        return ref.location
+    digest = hashlib.sha256((source / "config.json").read_bytes())
+    for path in weight_files(source):
+        digest.update(_file_fingerprint(path).encode())
+    target = cache_root() / "converted" / f"{source.name}-{layout.name}-{digest.hexdigest()[:16]}"
+    if not (target / "config.json").is_file():
+        convert_directory(source, layout, target)
     return str(target)
 
 
@@ -373,6 +393,8 @@ def load_weights(
         if ref.kind == "hub":
             raise _hub_failure(ref, error) from None
         raise ModelLoadError(f"cannot load the weights of model {ref.text!r}: {_first_line(error)}") from None
+    from diffbench.models.layouts import layout_of
+
     variant = detect_variant(prepared.config, prepared.location)
     if variant == "dex":
         from diffbench.attention.dex import apply_dex_from_dir
@@ -388,6 +410,7 @@ def load_weights(
         path=prepared.location,
         variant=variant,
         variant_version=variant_version(prepared.config),
+        layout=layout_of(prepared.location),
         architecture=type(model).__name__,
         parameters=sum(p.numel() for p in model.parameters()),
         context_window=int(window) if window else context_window(prepared.config),  # type: ignore[call-overload]

@@ -47,6 +47,7 @@ from diffbench.report.summary import (
     cell_summary,
     difference_grid,
     effective_lengths,
+    forced_agreement,
     grid,
     length_summary,
     nonfinite_count,
@@ -78,6 +79,58 @@ class ComparisonReport:
     attention: AttentionView | None = None  # runs made with niah --attn or diffbench attn
     attention_files: list[Path] = field(default_factory=list)
     halluc: dict[str, Any] | None = None  # halluc runs: the probe summary (report/halluc.py summarize)
+    cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # per model: variant, layout, KV, throughput
+
+
+COST_TITLE = "Cost per model"
+COST_CAPTION = (
+    "KV cache bytes per token in the run's dtype; prefill tokens/s: tokens fed per second of forward "
+    "passes (prompts and teacher-forced answers) in the run's last session, on its device (not comparable "
+    "across devices or runs sharing a machine)"
+)
+
+
+def cost_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per model of the runs: what it is (variant, version, layout) and what it costs to run."""
+    labels = label_models(runs)
+    rows = []
+    for run in runs:
+        for entry in run.manifest.models:
+            engine = run.manifest.engine.get(entry.name, {})
+            rows.append(
+                {
+                    "model": labels.get((run.run_id, entry.name), entry.name),
+                    "variant": entry.variant + (f" {entry.variant_version}" if entry.variant_version else ""),
+                    "layout": entry.layout or "native",
+                    "parameters": entry.parameters,
+                    "device": f"{entry.device} {entry.dtype}",
+                    "kv_bytes_per_token": engine.get("kv_bytes_per_token"),
+                    "prefill_tokens_per_second": engine.get("prefill_tokens_per_second"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def cost_cells(cost: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The cost table as text cells (– where a run predates a figure)."""
+    headers = ["model", "variant", "layout", "params", "device", "KV bytes/token", "prefill tok/s"]
+
+    def figure(value: Any, digits: int = 0) -> str:
+        return "–" if value is None or pd.isna(value) else f"{float(value):,.{digits}f}"
+
+    cells = [
+        [
+            row.model,
+            row.variant,
+            row.layout,
+            f"{row.parameters / 1e6:.2f}M",
+            row.device,
+            figure(row.kv_bytes_per_token),
+            figure(row.prefill_tokens_per_second),
+        ]
+        for row in cost.itertuples()
+    ]
+    return headers, cells
 
 
 PROBES_TITLE = "Hallucination probes"
@@ -147,6 +200,7 @@ def build_report(directories: list[Path], reference: str | None, out: Path | Non
         effective=effective,
         out=out,
         halluc=halluc,
+        cost=cost_table(runs),
     )
     report.notes += _notes(report)
     _write_heatmaps(report)
@@ -184,6 +238,13 @@ def _notes(report: ComparisonReport) -> list[str]:
                     f"{model} has {count} NaN or infinite answer log-probs (low-precision overflow?); "
                     "mean log-probs leave them out"
                 )
+    agreement = forced_agreement(report.frame)
+    if agreement is not None:
+        detail = ", ".join(
+            f"{model} {row.agreement:.0%} (teacher-forced accuracy {row.accuracy:.3f})"
+            for model, row in agreement.iterrows()
+        )
+        notes.append(f"accuracy is greedy decoding's; teacher-forced verdicts agree on: {detail}")
     counts = report.frame.groupby("model")["sample_id"].nunique()
     if counts.nunique() > 1:
         detail = ", ".join(f"{model} {count}" for model, count in counts.items())
@@ -229,6 +290,9 @@ def report_markdown(report: ComparisonReport) -> str:
         lines.append(markdown_table(*effective_cells(report.effective)))
         lines += ["## Accuracy by length (Wilson 95% intervals; Δ: paired bootstrap 95% intervals)", ""]
         lines.append(markdown_table(*comparison_cells(report.comparison, report.reference)))
+    if not report.cost.empty:
+        lines += [f"## {COST_TITLE}", "", COST_CAPTION + ".", ""]
+        lines.append(markdown_table(*cost_cells(report.cost)))
     figures = [p for p in report.files if p.suffix == ".png" and p not in report.attention_files]
     if figures:
         lines += ["## Heatmaps", ""]
@@ -250,9 +314,13 @@ def terminal_tables(report: ComparisonReport) -> list[Any]:
     the probe summary (its tables and secondary lines); then the attention view."""
     if not report.models:  # attention runs only
         return attention_rich_tables(report.attention) if report.attention is not None else []
+    from diffbench.report.tables import rich_table
+
     tables = (
         summary_renderables(report.halluc) if report.halluc is not None else _accuracy_rich_tables(report)
     )
+    if not report.cost.empty:
+        tables.append(rich_table(*cost_cells(report.cost), COST_TITLE, COST_CAPTION))
     if report.attention is not None:
         tables += attention_rich_tables(report.attention)
     return tables
@@ -311,6 +379,7 @@ def report_payload(report: ComparisonReport) -> dict[str, Any]:
         payload["effective_length_fraction"] = EFFECTIVE_FRACTION
         payload["effective_lengths"] = records(report.effective)
         payload["comparison"] = records(report.comparison)
+    payload["cost"] = records(report.cost) if not report.cost.empty else []
     payload["notes"] = report.notes
     if report.attention is not None:
         payload["attention"] = report.attention.payload()

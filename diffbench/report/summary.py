@@ -51,15 +51,36 @@ def _recall(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
 
 
 def model_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Overall accuracy per model."""
+    """Overall accuracy per model; for greedily decoded runs, how often teacher forcing agrees."""
     grouped = frame.groupby(["model", "variant"], sort=False)
-    return grouped.agg(
+    summary = grouped.agg(
         n=("correct", "size"),
         accuracy=("correct", "mean"),
         mean_answer_logprob=("answer_logprob", finite_mean),
         nonfinite_logprobs=("answer_logprob", nonfinite_count),
         **_recall(frame),
     ).reset_index()
+    agreement = forced_agreement(frame)
+    if agreement is not None:
+        summary["teacher_forced_accuracy"] = summary["model"].map(agreement["accuracy"])
+        summary["teacher_forced_agreement"] = summary["model"].map(agreement["agreement"])
+    return summary
+
+
+def forced_agreement(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Per model, over greedily decoded records: the teacher-forced accuracy and how often the two
+    verdicts agree. None when no record was decoded (teacher-forced runs have one verdict only)."""
+    if "scoring" not in frame.columns:
+        return None
+    decoded = frame[frame["scoring"] == "generate"]
+    if decoded.empty:
+        return None
+    same = decoded["correct"].astype(bool) == decoded["greedy_exact"].astype(bool)
+    return (
+        decoded.assign(agree=same)
+        .groupby("model", sort=False)
+        .agg(accuracy=("greedy_exact", "mean"), agreement=("agree", "mean"))
+    )
 
 
 def summary_payload(run_id: str, frame: pd.DataFrame) -> dict[str, Any]:

@@ -115,6 +115,17 @@ def needle_options(
 VALUE_NOUNS = {"numbers": "number", "words": "word", "uuids": "UUID"}
 
 
+def scored_by_generation(generate: bool | None, queries: int) -> bool:
+    """Whether verdicts come from greedy decoding: asked, or by default when several values are asked.
+
+    Teacher forcing supplies the text between asked values (the next key's answer prefix), which free
+    greedy decoding may phrase otherwise or never reach, so with R > 1 the two disagree both ways; the
+    default then reports what greedy decoding answers, and records keep the teacher-forced verdict
+    beside it (``greedy_exact``) for the agreement rate.
+    """
+    return queries > 1 if generate is None else generate
+
+
 def answer_budget_per_query(values: str) -> int:
     """Tokens reserved for one asked needle's answer sentence: UUIDs take about 25 tokens alone."""
     return 64 if values == "uuids" else 32

@@ -25,6 +25,7 @@ from diffbench.tasks.multi_needle import (
     multi_sample_id,
     needle_for_values,
     needle_options,
+    scored_by_generation,
 )
 
 KEY_ADJECTIVES = (
@@ -162,7 +163,7 @@ def build_niah_spec(
     chat_template: str,
     answer_budget: int | None,
     rope_scaling: str,
-    generate: bool = False,
+    generate: bool | None = None,
     haystack_per_sample: bool = False,
     needles: int = 1,
     queries: int | None = None,
@@ -177,6 +178,7 @@ def build_niah_spec(
     if rope_scaling not in ("none", "dynamic", "yarn"):
         raise UsageError(f"unknown --rope-scaling {rope_scaling!r}: use none, dynamic or yarn")
     resolved_queries, resolved_kind = needle_options(needles, queries, kind, values, needle)
+    generate = scored_by_generation(generate, resolved_queries)
     needle = needle_for_values(needle, values)
     if answer_budget is None:  # each asked needle's answer sentence gets its own share
         answer_budget = answer_budget_per_query(values) * resolved_queries
