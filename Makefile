@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/diffbench niah
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # The suite against the ends of the claimed transformers range, each in its own venv (CI runs both).
 # $(1): venv, $(2): the transformers requirement.
@@ -50,7 +50,7 @@ endef
 test-lowest: browser
 	$(if $(TRANSFORMERS_LOWEST),,$(error cannot read the lowest transformers from pyproject.toml's "transformers>=X," line))
 	$(call range_venv,.venv-lowest,transformers==$(TRANSFORMERS_LOWEST))
-	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider
+	.venv-lowest/bin/python -m pytest -q -n auto -p no:cacheprovider
 
 # The newest release, past pyproject's tested upper bound too: it says when the bound can move.
 test-newest: browser
@@ -58,7 +58,7 @@ test-newest: browser
 	# pip names the conflict with pyproject's upper bound and installs it anyway: that is the point here.
 	.venv-newest/bin/pip install --quiet -c .venv-newest/constraints.txt --upgrade "transformers<6"
 	.venv-newest/bin/python -c "import transformers; print('transformers', transformers.__version__)"
-	.venv-newest/bin/python -m pytest -q -p no:cacheprovider
+	.venv-newest/bin/python -m pytest -q -n auto -p no:cacheprovider
 
 # Refresh constraints.txt: the newest releases that pyproject.toml admits, resolved in a scratch venv.
 # Then `make clean test` (and test-lowest/test-newest); commit constraints.txt when green.

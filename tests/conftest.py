@@ -119,6 +119,11 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         patch.setenv("DIFFBENCH_CACHE", str(tmp_path_factory.mktemp("diffbench-cache")))
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TOKENIZERS_PARALLELISM", "false")
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        if workers > 1:  # pytest -n: share the cores between the workers instead of oversubscribing them
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         yield
 
 
