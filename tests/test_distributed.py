@@ -121,3 +121,40 @@ def test_device_map_auto_places_the_model_with_accelerate(
     assert_same_results(keyed(out), keyed(single_run))
     [entry] = json.loads((out / "manifest.json").read_text())["models"]
     assert entry["device_map"] and set(entry["device_map"].values()) == {"cpu"}
+
+
+def test_a_local_rank_past_the_visible_gpus_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--nproc-per-node above the GPU count: one line naming the count, not a missing cuda:N later."""
+    import torch
+
+    from diffbench.engine.distributed import rank_device
+    from diffbench.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_device("auto") == "cuda:1" and rank_device("cpu") == "cpu"
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(UsageError, match="--nproc-per-node 2 or fewer"):
+        rank_device("cuda")
+
+
+def test_a_conversion_published_first_by_another_process_is_kept(tmp_path: Path) -> None:
+    """Two torchrun ranks converting one GGUF file: the second rename finds the first's copy and keeps it."""
+    from diffbench.models.load import publish_directory
+
+    target, ours = tmp_path / "converted", tmp_path / ".staging-ours"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    ours.mkdir()
+    (ours / "config.json").write_text('{"ours": true}')
+    publish_directory(ours, target)
+    assert (target / "config.json").read_text() == "{}"
+    leftover = tmp_path / "leftover"
+    leftover.mkdir()
+    (leftover / "partial.bin").write_text("x")
+    ours2 = tmp_path / ".staging-2"
+    ours2.mkdir()
+    (ours2 / "config.json").write_text("{}")
+    with pytest.raises(OSError):  # a directory in the way that is no finished conversion is not ours to use
+        publish_directory(ours2, leftover)

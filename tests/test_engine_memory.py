@@ -97,3 +97,20 @@ def test_measured_growth_stays_within_the_plan(subprocess_env: dict[str, str]) -
     print(f"growth {growth / 2**20:.0f} MiB, planned {planned / 2**20:.0f} MiB")
     assert growth <= planned, f"measured {growth / 2**20:.0f} MiB > planned {planned / 2**20:.0f} MiB"
     assert growth >= 0.5 * planned  # and the plan is not wildly generous either
+
+
+def test_a_batch_is_budgeted_for_its_copies_and_the_trunks_cache() -> None:
+    """B ≥ 2 rows hold B copies of the KV cache beside the trunk's and B chunks: B + 1 caches in all."""
+    from diffbench.engine.memory import MAX_AUTO_BATCH, MemoryPlan, batch_rows_within
+
+    def plan(budget: int | None) -> MemoryPlan:
+        return MemoryPlan(chunk_tokens=64, weights_bytes=100, kv_cache_bytes=10, chunk_activation_bytes=5,
+                          budget_bytes=budget)  # fmt: skip
+
+    assert batch_rows_within(plan(None), None) == 1  # CPU
+    exact = 100 + 3 * 10 + 2 * 5  # weights + trunk + 2 copies + 2 chunks
+    assert batch_rows_within(plan(exact), 10**9) == 2
+    assert batch_rows_within(plan(exact - 1), 10**9) == 1  # one byte short: one row on the trunk's cache
+    assert batch_rows_within(plan(10**9), 10**9) == MAX_AUTO_BATCH
+    # No budget: 80% of the free device memory (weights already loaded) less the trunk's cache.
+    assert batch_rows_within(plan(None), 100) == 4  # (0.8 × 100 − 10) // 15

@@ -80,15 +80,37 @@ def join_ranks(device: Any) -> Ranks:
 
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            import torch
+
+            # NCCL runs a rank's collectives on its current device: without this every rank's would sit
+            # on cuda:0, and the first broadcast fails or hangs. device_id binds the group to the GPU too.
+            torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
     return Ranks(dist.get_rank(), dist.get_world_size(), owns)
 
 
 def rank_device(choice: str) -> str:
-    """Under torchrun on CUDA each local rank takes its own GPU: 'auto'/'cuda' become cuda:LOCAL_RANK."""
+    """Under torchrun on CUDA each local rank takes its own GPU: 'auto'/'cuda' become cuda:LOCAL_RANK.
+
+    A local rank past the visible GPUs (``--nproc-per-node`` above the GPU count) is a usage error, not
+    a device that does not exist.
+    """
     local = os.environ.get("LOCAL_RANK")
     if local is None or choice not in ("auto", "cuda"):
         return choice
     import torch
 
-    return f"cuda:{local}" if torch.cuda.is_available() else choice
+    if not torch.cuda.is_available():
+        return choice
+    visible = torch.cuda.device_count()
+    if int(local) >= visible:
+        from diffbench.errors import UsageError
+
+        raise UsageError(
+            f"local rank {local} has no GPU: this machine shows {visible} CUDA device(s); "
+            f"run torchrun with --nproc-per-node {visible} or fewer"
+        )
+    return f"cuda:{local}"

@@ -114,16 +114,27 @@ MAX_AUTO_BATCH = 8
 def auto_batch_size(device: Any, plan: MemoryPlan) -> int:
     """Rows per batch: 1 on CPU (one sequence fills its cores); on CUDA as many as memory holds, up to 8.
 
-    Each row beyond the first costs one more KV cache and one more chunk of activations. The room is
-    the --max-memory budget when given, else 80% of the device's free memory after loading weights.
+    One row runs on the trunk's own KV cache. A batch of B ≥ 2 rows runs on B copies of it beside the
+    trunk's, so it holds B + 1 caches and B chunks of activations. The room is the --max-memory budget
+    when given, else 80% of the device's free memory after loading weights.
     """
-    if device.type != "cuda":
-        return 1
+    return batch_rows_within(plan, None if device.type != "cuda" else _free_cuda_bytes(device))
+
+
+def _free_cuda_bytes(device: Any) -> int:
     import torch
 
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
+def batch_rows_within(plan: MemoryPlan, free_device_bytes: int | None) -> int:
+    """The largest B ≤ 8 whose B + 1 caches and B chunks fit (1 on CPU, where free_device_bytes is None)."""
+    if free_device_bytes is None:
+        return 1
     per_row = plan.kv_cache_bytes + plan.chunk_activation_bytes
     if plan.budget_bytes is not None:
-        room = plan.budget_bytes - plan.weights_bytes - per_row
+        room = plan.budget_bytes - plan.weights_bytes - plan.kv_cache_bytes  # the trunk's cache
     else:
-        room = int(0.8 * torch.cuda.mem_get_info(device)[0]) - per_row
-    return int(max(1, min(MAX_AUTO_BATCH, 1 + room // max(per_row, 1))))
+        room = int(0.8 * free_device_bytes) - plan.kv_cache_bytes  # weights are already loaded
+    rows = room // max(per_row, 1)
+    return int(min(MAX_AUTO_BATCH, rows)) if rows >= 2 else 1  # one row needs no copy of the trunk cache

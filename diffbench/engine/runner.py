@@ -362,8 +362,12 @@ def _run_ranked(
                 on_event("done", record)
             if store is not None:  # the cost table's throughput: this session's forward passes
                 store.record_engine(loaded.entry.name, {**settings, **engine.prefill_rate()})
-            del loaded
+            del loaded, engine, results
             gc.collect()
+            if device.type == "cuda":  # hand the freed weights and caches back before the next model loads
+                import torch
+
+                torch.cuda.empty_cache()
         peaks = ranks.gather(peak_memory_mb(device))
         new = sum(ranks.gather(new))
         ranks.barrier()  # every shard is complete

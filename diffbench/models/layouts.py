@@ -287,11 +287,9 @@ def convert_directory(source: Path, layout: Layout, target: Path) -> None:
                 shutil.copy2(source / name, staging / name)
         facts = {"layout": layout.name, "source": layout.source, "from": str(source), "conversion": note}
         (staging / LAYOUT_NOTE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # another process converted it first: use theirs
-                raise
+        from diffbench.models.load import publish_directory
+
+        publish_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

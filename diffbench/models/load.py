@@ -162,12 +162,22 @@ def materialize(ref: ModelRef) -> str:
             del model.config.quantization_config
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        staging.rename(target)
+        publish_directory(staging, target)
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"cannot convert GGUF file {str(gguf)!r}: {_first_line(error)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def publish_directory(staging: Path, target: Path) -> None:
+    """Move a finished conversion into place in one rename. When another process (a torchrun rank, a
+    second command) published the same conversion first, its complete copy is kept and ours dropped."""
+    try:
+        staging.rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
 
 
 def converted_layout(ref: ModelRef) -> str:
