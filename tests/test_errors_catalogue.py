@@ -150,15 +150,18 @@ def copy_dir(source: str, name: str, change: Callable[[Path], object] | None = N
 
 
 def official_checkpoint(
-    rename: tuple[str, str] | None = None, drop: str | None = None
+    rename: tuple[str, str] | None = None, drop: str | None = None, community: bool = False
 ) -> Callable[[Path], None]:
-    """Rewrite a copied checkpoint in Microsoft's Diff V1 layout (community model_type diff_llama),
-    with a weight name renamed or a config field dropped."""
+    """Rewrite a copied checkpoint in Microsoft's Diff V1 layout (community model_type diff_llama), with a
+    weight name renamed or a config field dropped; or as the community DiffLLaMAConfig's other operator."""
 
     def change(directory: Path) -> None:
         from safetensors.torch import load_file, save_file
-        from unilm_port import write_official_checkpoint
+        from unilm_port import write_community_diff_llama, write_official_checkpoint
 
+        if community:
+            write_community_diff_llama(directory, directory)
+            return
         write_official_checkpoint(directory, "v1", directory, 2, 2, model_type="diff_llama")
         if rename is not None:
             state = load_file(str(directory / "model.safetensors"))
@@ -899,6 +902,12 @@ CASES = [
         niah(model="{tmp}/m"),
         "match no layout diffbench converts",
         prepare=copy_dir("llama", "m", official_checkpoint(rename=("out_proj", "dense"))),
+    ),
+    Case(
+        "E-MODEL-LAYOUT-COMMUNITY-OPERATOR",
+        niah(model="{tmp}/m"),
+        "not the Differential Transformer's operator",
+        prepare=copy_dir("llama", "m", official_checkpoint(community=True)),
     ),
     Case(
         "E-MODEL-LAYOUT-CONVERT",

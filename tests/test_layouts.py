@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from typer.testing import CliRunner
-from unilm_port import official_logits, write_official_checkpoint
+from unilm_port import official_logits, write_community_diff_llama, write_official_checkpoint
 
 from diffbench.cli import app
 from diffbench.errors import ModelLoadError
@@ -144,6 +144,15 @@ def test_community_diff_llama_checkpoints(tmp_path: Path, tiny_tokenizer_dir: Pa
         detect_layout(other)
     result = CliRunner().invoke(app, ["niah", "--model", str(other), "--lengths", "256", "--depths", "50"])
     assert result.exit_code == 2 and "diff_llama" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_community_diffllama_config_with_its_other_operator_is_refused_as_such(
+    tmp_path: Path, tiny_tokenizer_dir: Path
+) -> None:
+    """DiffLLaMAConfig (num_kv_heads, o_proj, no subln gain) computes another function: said in one line."""
+    directory = write_community_diff_llama(tmp_path / "c", tiny_tokenizer_dir)
+    with pytest.raises(ModelLoadError, match="not the Differential Transformer's operator"):
+        detect_layout(directory)
 
 
 def test_native_checkpoints_are_not_converted(tiny_llama_dir: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -103,8 +103,6 @@ def unilm_v2_attention(
 
 def official_logits(directory: Path, input_ids: torch.Tensor) -> torch.Tensor:
     """The official model's logits: Llama's embeddings, norms and MLPs around the official attention."""
-    from safetensors.torch import load_file
-
     c = json.loads((directory / "config.json").read_text())
     state = load_file(str(directory / "model.safetensors"))
     attention = unilm_v1_attention if "model.layers.0.self_attn.subln.weight" in state else unilm_v2_attention
@@ -179,4 +177,16 @@ def write_official_checkpoint(
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (tokenizer_dir / name).is_file() and tokenizer_dir.resolve() != directory.resolve():
             shutil.copy2(tokenizer_dir / name, directory / name)
+    return directory
+
+
+def write_community_diff_llama(directory: Path, tokenizer_dir: Path) -> Path:
+    """A checkpoint shaped like the community DiffLLaMAConfig (model_type diff_llama, num_kv_heads, o_proj,
+    no subln gain), whose attention computes another function than the official one."""
+    write_official_checkpoint(directory, "v1", tokenizer_dir, 2, 2, model_type="diff_llama")
+    state = load_file(str(directory / "model.safetensors"))
+    state = {k.replace("out_proj", "o_proj"): v for k, v in state.items() if "subln" not in k}
+    save_file(state, str(directory / "model.safetensors"))
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "num_kv_heads": 2}))
     return directory

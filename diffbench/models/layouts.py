@@ -124,6 +124,13 @@ def detect_layout(directory: Path) -> Layout | None:
         return UNILM_V1
     if own >= V2_NAMES:
         return UNILM_V2
+    if model_type == "diff_llama" and "num_kv_heads" in config and "o_proj.weight" in own:
+        raise ModelLoadError(
+            f"model directory '{directory}' is a community 'diff_llama' (DiffLLaMAConfig with num_kv_heads) "
+            "whose attention subtracts neighbouring key columns of one score matrix before a single "
+            "softmax, without a causal mask: it is not the Differential Transformer's operator, and "
+            "diffbench does not run it as a Diff model"
+        )
     if model_type == "diff_llama":
         found = ", ".join(sorted(own)) or "none"
         raise ModelLoadError(
