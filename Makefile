@@ -14,7 +14,7 @@ TRANSFORMERS_LOWEST := $(shell sed -n 's/.*"transformers>=\([0-9.]*\),.*/\1/p' p
 # Packages the range tests let pip resolve afresh: transformers and what moves with it.
 MOVING := ^(transformers|tokenizers|huggingface[-_]hub|hf-xet|safetensors)==
 
-.PHONY: setup demo test test-lowest test-newest constraints lint clean browser
+.PHONY: setup demo test test-lowest test-newest constraints lint clean browser gpu-check
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ constraints:
 	  echo "# Refresh: make constraints (resolves the newest releases in a scratch venv), then make clean test; commit if green."; \
 	  .venv-refresh/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(CONSTRAINTS)
 	rm -rf .venv-refresh
+
+# On a machine with an NVIDIA GPU: every CUDA path in about 10 minutes, results appended to
+# benchmarks/README.md (benchmarks/gpu/gpu_check.py).
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check diffbench tests benchmarks

@@ -94,17 +94,20 @@ def build_spec(args: argparse.Namespace) -> Any:
     )
 
 
-def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
-    """This machine's dense matmul rate in the run's dtype (best of ``repeats``)."""
+def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """This machine's dense matmul rate in the run's dtype on ``device`` (best of ``repeats``)."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
@@ -152,7 +155,7 @@ def grid_flops(model_dir: str, spec: Any) -> dict[str, float]:
     }
 
 
-def run_generate(model_dir: str, spec: Any, dtype_name: str) -> dict[str, Any]:
+def run_generate(model_dir: str, spec: Any, dtype_name: str, device_name: str = "cpu") -> dict[str, Any]:
     """Way (a): every sample through model.generate(), as peer harnesses do."""
     import torch
 
@@ -162,7 +165,7 @@ def run_generate(model_dir: str, spec: Any, dtype_name: str) -> dict[str, Any]:
     from diffbench.scoring import ruler_all
     from diffbench.tasks.niah import generate_samples
 
-    device = resolve_device("cpu")
+    device = resolve_device(device_name)
     prepared = prepare_model(resolve_model_ref(model_dir), spec.rope_scaling, max(spec.lengths))
     samples = generate_samples(spec, prepared.tokenizer, load_source(spec.haystack, spec.seed))
     baseline = current_rss_mb()
@@ -173,7 +176,7 @@ def run_generate(model_dir: str, spec: Any, dtype_name: str) -> dict[str, Any]:
     started = time.perf_counter()
     for sample in samples:
         begun = time.perf_counter()
-        prompt = torch.tensor([sample.input_ids])
+        prompt = torch.tensor([sample.input_ids], device=device)
         with torch.inference_mode():
             output = model.generate(
                 input_ids=prompt,
@@ -196,7 +199,9 @@ def run_generate(model_dir: str, spec: Any, dtype_name: str) -> dict[str, Any]:
     }
 
 
-def run_diffbench(model_dir: str, spec: Any, dtype_name: str, share: bool) -> dict[str, Any]:
+def run_diffbench(
+    model_dir: str, spec: Any, dtype_name: str, share: bool, device_name: str = "cpu"
+) -> dict[str, Any]:
     """Ways (b) and (c): run_niah exactly as `diffbench niah` calls it, forward passes timed apart."""
     from diffbench.engine import shared_prefill
     from diffbench.engine.runner import EngineOptions, run_niah
@@ -230,7 +235,7 @@ def run_diffbench(model_dir: str, spec: Any, dtype_name: str, share: bool) -> di
             [model_dir],
             out,
             Path(scratch),
-            "cpu",
+            device_name,
             dtype_name,
             ["benchmark"],
             on_event,
@@ -264,14 +269,14 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     spec = build_spec(args)
     if args.worker == "generate":
-        result = run_generate(args.model_dir, spec, args.dtype)
+        result = run_generate(args.model_dir, spec, args.dtype, args.device)
     else:
-        result = run_diffbench(args.model_dir, spec, args.dtype, share=args.worker == "shared")
+        result = run_diffbench(args.model_dir, spec, args.dtype, args.worker == "shared", args.device)
     # CPU seconds of the whole worker (start-up and loading included): less sensitive than wall time
     # to other processes sharing the cores.
     result["cpu_seconds"] = round(sum(os.times()[:2]), 1)
     result["matmul_gflops"] = round(
-        matmul_gflops(args.dtype), 1
+        matmul_gflops(args.dtype, device=args.device), 1
     )  # again after the run: the best is the machine's
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
@@ -335,6 +340,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rope-scaling", default="none")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (benchmarks/gpu/gpu_check.py)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--out", type=Path, default=None)
@@ -358,7 +364,7 @@ def main() -> None:
         model_dir = materialize(resolve_model_ref(args.model))
     spec = build_spec(args)
     flops = grid_flops(model_dir, spec)
-    rate = matmul_gflops(args.dtype)
+    rate = matmul_gflops(args.dtype, device=args.device)
     print(
         f"matmul {rate:.0f} GFLOP/s ({args.dtype}); grid {flops['independent'] / 1e12:.2f} TFLOP "
         f"independent, {flops['shared'] / 1e12:.2f} TFLOP shared",
@@ -383,6 +389,8 @@ def main() -> None:
         args.rope_scaling,
         "--dtype",
         args.dtype,
+        "--device",
+        args.device,
         "--threads",
         str(args.threads),
         "--model-dir",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterator
 from enum import Enum
@@ -262,6 +264,14 @@ def niah(
         typer.Option(min=1, help="Tokens per prefill chunk (default 4096, or what --max-memory allows)."),
     ] = None,
     attn: AttnOption = False,
+    precision_audit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="In bf16/fp16, also score each model's first N samples from float32 weights and report "
+            "the log-prob drift and flipped verdicts (0: off).",
+        ),
+    ] = 8,
 ) -> None:
     """Needle-in-a-haystack over a depth × length grid, token-exact in each model's tokenizer."""
     with user_errors():
@@ -285,6 +295,7 @@ def niah(
             values=values,
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
+        options = dataclasses.replace(options, precision_audit=precision_audit)
         execute_niah(
             spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options, attn
         )
@@ -303,6 +314,11 @@ def engine_options(
 
     if device_map not in (None, "auto"):
         raise UsageError(f"unknown --device-map {device_map!r}: the one placement offered is 'auto'")
+    if device_map is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(
+            "--device-map auto spreads one model over all GPUs, and under torchrun every rank would place "
+            "its own copy on all of them: use one or the other"
+        )
     if max_memory is not None and chunk_tokens is not None:
         raise UsageError("--max-memory and --chunk-tokens both set the chunk size: pass only one")
     return EngineOptions(
@@ -414,6 +430,7 @@ def execute_niah(
 ) -> None:
     """Run with a progress bar on stderr, then write and show the reports."""
     from diffbench.engine.distributed import launched_rank
+    from diffbench.engine.precision import audit_warning
     from diffbench.engine.runner import run_niah
     from diffbench.progress import sample_progress
     from diffbench.report.run_report import write_run_report
@@ -467,6 +484,10 @@ def execute_niah(
             f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f}{recall} "
             f"over {row['n']} samples{forced}"
         )
+        audit = report.summary.get("precision_audit", {}).get(row["model"])
+        warning = audit_warning(row["model"], audit) if audit else None
+        if warning:
+            stderr.print(f"warning: {warning}", markup=False, highlight=False)
         if row.get("nonfinite_logprobs"):
             stderr.print(
                 f"warning: {row['model']} has {row['nonfinite_logprobs']} NaN or infinite answer log-probs "

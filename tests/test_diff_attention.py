@@ -344,6 +344,7 @@ def cuda_with_flash_attention() -> bool:
     return torch.cuda.is_available() and is_flash_attn_2_available()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not cuda_with_flash_attention(), reason="needs CUDA and flash-attn")
 @pytest.mark.parametrize("variant", ["diff_v1", "diff_v2"])
 def test_flash_attention_2_matches_sdpa_on_cuda(variant: str) -> None:

@@ -158,3 +158,18 @@ def test_a_conversion_published_first_by_another_process_is_kept(tmp_path: Path)
     (ours2 / "config.json").write_text("{}")
     with pytest.raises(OSError):  # a directory in the way that is no finished conversion is not ours to use
         publish_directory(ours2, leftover)
+
+
+def test_device_map_under_torchrun_is_refused(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rank would spread its own copy over all GPUs: one line, exit 2, before anything loads."""
+    from typer.testing import CliRunner
+
+    from diffbench.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = ["niah", "--model", str(tiny_llama_dir), "--lengths", "256", "--device-map", "auto"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "use one or the other" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -20,6 +20,7 @@ from typing import Any
 
 from diffbench.engine.distributed import Ranks, join_ranks, rank_device
 from diffbench.engine.memory import MemoryPlan, auto_batch_size, kv_bytes_per_token, plan_memory
+from diffbench.engine.precision import DEFAULT_AUDIT_SAMPLES, float32_reference, needs_audit
 from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.errors import RunDirectoryError
@@ -50,6 +51,7 @@ class EngineOptions:
     chunk_tokens: int | None = None
     batch_size: int | None = None  # None: auto_batch_size (1 on CPU)
     device_map: str | None = None  # "auto": accelerate spreads a model over the visible GPUs
+    precision_audit: int = DEFAULT_AUDIT_SAMPLES  # bf16/fp16 runs: samples also scored in float32
 
     def as_manifest(self) -> dict[str, object]:
         return {"prefix_sharing": self.prefix_sharing, "chunk_tokens_requested": self.chunk_tokens}
@@ -69,8 +71,9 @@ def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path
     return root / f"{stamp}_{task}_{label}"
 
 
-def peak_memory_mb(device: Any) -> float:
-    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB.
+def peak_memory_mb(device: Any, every_gpu: bool = False) -> float:
+    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB; with
+    ``every_gpu`` (a model spread by --device-map) the sum over the visible GPUs.
 
     On Linux the peak is VmHWM: ru_maxrss survives exec, so a process started by a large parent
     (pytest, an IDE) would report the parent's size instead of its own.
@@ -78,7 +81,8 @@ def peak_memory_mb(device: Any) -> float:
     if device.type == "cuda":
         import torch
 
-        return float(torch.cuda.max_memory_allocated(device)) / 2**20
+        devices = range(torch.cuda.device_count()) if every_gpu else [device]
+        return sum(float(torch.cuda.max_memory_allocated(d)) for d in devices) / 2**20
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
@@ -224,6 +228,15 @@ def score_samples(
     return memory, engine, results()
 
 
+def scored_records(
+    loaded: LoadedModel, samples: list[Sample], spec: NiahSpec, run_id: str, options: EngineOptions
+) -> Iterator[tuple[Sample, Record]]:
+    """Each sample with the record the run makes of it (the precision audit's float32 pass)."""
+    _, _, results = score_samples(loaded, samples, spec, options)
+    for sample, scored, seconds in results:
+        yield sample, record_for(loaded, sample, spec, run_id, scored, seconds)
+
+
 def samples_for(store: RunStore, spec: NiahSpec, prepared: PreparedModel, source: Any) -> list[Sample]:
     """The run's samples in this tokenizer: stored ones on resume, else generated and stored first."""
     fingerprint = prepared.tokenizer_fingerprint
@@ -340,6 +353,17 @@ def _run_ranked(
             if not pending:
                 continue
             attention = attention_implementation(device, dtype, item.config)
+            audit = None
+            # Rank 0 audits its own first samples; a model spread by --device-map may not fit in float32.
+            if store is not None and not options.device_map and needs_audit(dtype, options.precision_audit):
+                on_event("status", f"precision audit: {item.ref.name} in float32")
+                audit = float32_reference(
+                    item,
+                    device,
+                    pending[: options.precision_audit],
+                    lambda reference, subset: scored_records(reference, subset, spec, run_id, options),
+                    dtype_name(dtype),
+                )
             on_event("status", f"loading {item.ref.name}")
             loaded = load_weights(item, device, dtype, attention, options.device_map)
             memory, engine, results = score_samples(loaded, pending, spec, options)
@@ -360,15 +384,18 @@ def _run_ranked(
                     files.append_to_shard(ranks.rank, record)
                 new += 1
                 on_event("done", record)
+                if audit is not None:
+                    audit.observe(record.sample_id, record.answer_logprob, record.correct)
             if store is not None:  # the cost table's throughput: this session's forward passes
-                store.record_engine(loaded.entry.name, {**settings, **engine.prefill_rate()})
+                checked = {"precision_audit": audit.as_manifest()} if audit is not None else {}
+                store.record_engine(loaded.entry.name, {**settings, **engine.prefill_rate(), **checked})
             del loaded, engine, results
             gc.collect()
             if device.type == "cuda":  # hand the freed weights and caches back before the next model loads
                 import torch
 
                 torch.cuda.empty_cache()
-        peaks = ranks.gather(peak_memory_mb(device))
+        peaks = ranks.gather(peak_memory_mb(device, bool(options.device_map)))
         new = sum(ranks.gather(new))
         ranks.barrier()  # every shard is complete
         if store is not None:
@@ -382,7 +409,7 @@ def _run_ranked(
             store.finish(
                 status,
                 time.perf_counter() - started,
-                max(peaks) if status == "complete" else peak_memory_mb(device),
+                max(peaks) if status == "complete" else peak_memory_mb(device, bool(options.device_map)),
             )
             store.close()
     return RunOutcome(directory=directory, resumed_records=resumed, new_records=new, main=ranks.main)

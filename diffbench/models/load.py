@@ -389,7 +389,12 @@ def load_weights(
     ref = prepared.ref
     window = prepared.rope_scaling["original_max_position_embeddings"] if prepared.rope_scaling else None
     try:
-        placement = {"device_map": device_map} if device_map else {}
+        placement: dict[str, Any] = {"device_map": device_map} if device_map else {}
+        if not device_map and device.type == "cuda":
+            import torch
+
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            placement = {"device_map": {"": index}}  # straight to the GPU, not through host RAM
         model = AutoModelForCausalLM.from_pretrained(
             prepared.location,
             config=prepared.config,
@@ -411,7 +416,7 @@ def load_weights(
 
         apply_dex_from_dir(model, prepared.location)  # the base loaded unchanged; DEX's parameters on top
     if not device_map:
-        model.to(device)
+        model.to(device)  # DEX's parameters, added on the host (the rest is there already on CUDA)
     model.eval()
     entry = ModelEntry(
         name=ref.name,

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from diffbench.engine.precision import audit_warning
 from diffbench.errors import DiffbenchError, UsageError
 from diffbench.report.attention import (
     AttentionView,
@@ -238,6 +239,12 @@ def _notes(report: ComparisonReport) -> list[str]:
                     f"{model} has {count} NaN or infinite answer log-probs (low-precision overflow?); "
                     "mean log-probs leave them out"
                 )
+    for run in report.runs:
+        for model, settings in run.manifest.engine.items():
+            audit = settings.get("precision_audit")
+            warning = audit_warning(model, audit) if isinstance(audit, dict) else None
+            if warning:
+                notes.append(warning)
     agreement = forced_agreement(report.frame)
     if agreement is not None:
         detail = ", ".join(

@@ -35,6 +35,9 @@ def write_run_report(directory: Path) -> RunReport:
     frame = records_frame(records)
     payload = summary_payload(manifest.run_id, frame)
     payload["status"] = manifest.status
+    audits = {m: e["precision_audit"] for m, e in manifest.engine.items() if e.get("precision_audit")}
+    if audits:  # bf16/fp16 runs: each model's drift from float32 (engine/precision.py)
+        payload["precision_audit"] = audits
     write_json(directory / SUMMARY, payload)
     cells = cell_summary(frame)
     heatmaps: list[Path] = []
