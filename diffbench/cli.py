@@ -314,6 +314,11 @@ def engine_options(
 
     if device_map not in (None, "auto"):
         raise UsageError(f"unknown --device-map {device_map!r}: the one placement offered is 'auto'")
+    if device_map is not None and max_memory is not None:
+        raise UsageError(
+            "--max-memory budgets one device; with --device-map auto accelerate places the model by each "
+            "GPU's free memory: pass only one"
+        )
     if device_map is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError(
             "--device-map auto spreads one model over all GPUs, and under torchrun every rank would place "
@@ -437,6 +442,11 @@ def execute_niah(
     from diffbench.report.summary import grid
     from diffbench.report.tables import grid_table
 
+    if attn and options.device_map:
+        raise UsageError(
+            "--attn loads each model on one device and cannot follow --device-map auto; run the niah "
+            "pass with --device-map, then `diffbench attn` on a GPU that holds the model"
+        )
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
         run_niah(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
         return

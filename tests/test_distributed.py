@@ -173,3 +173,20 @@ def test_device_map_under_torchrun_is_refused(
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "use one or the other" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [(["--max-memory", "8GB"], "pass only one"), (["--attn"], "cannot follow --device-map auto")],
+)
+def test_options_that_device_map_would_ignore_are_refused(
+    tiny_llama_dir: Path, tmp_path: Path, extra: list[str], phrase: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from diffbench.cli import app
+
+    args = ["niah", "--model", str(tiny_llama_dir), "--lengths", "256", "--device-map", "auto", *extra]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and phrase in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()

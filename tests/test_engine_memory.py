@@ -69,7 +69,10 @@ from diffbench.models.device import attention_implementation
 torch.set_num_threads(1)
 config = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=40000)
-config._attn_implementation = attention_implementation(torch.device("cpu"), torch.float32, config)
+kernel = sys.argv[3]
+config._attn_implementation = (
+    attention_implementation(torch.device("cpu"), torch.float32, config) if kernel == "auto" else kernel
+)
 model = LlamaForCausalLM(config).eval()
 with open("/proc/self/statm") as statm:
     before = int(statm.read().split()[1]) * resource.getpagesize()
@@ -83,10 +86,12 @@ print(peak - before, plan.kv_cache_bytes + plan.chunk_activation_bytes)
 """
 
 
-def test_measured_growth_stays_within_the_plan(subprocess_env: dict[str, str]) -> None:
-    """Peak RSS growth of a 16K prefill (KV cache + activations) is at most what the plan reserves."""
+@pytest.mark.parametrize("kernel", ["auto", "sdpa"])
+def test_measured_growth_stays_within_the_plan(subprocess_env: dict[str, str], kernel: str) -> None:
+    """Peak RSS growth of a 16K prefill (KV cache + activations) is at most what the plan reserves, on
+    diffbench_sdpa (no workspace) and on transformers' SDPA (GQA's repeated K/V and the chunk's mask)."""
     done = subprocess.run(
-        [sys.executable, "-c", ESTIMATE_SCRIPT, "16384", "2048"],
+        [sys.executable, "-c", ESTIMATE_SCRIPT, "16384", "2048", kernel],
         capture_output=True,
         text=True,
         env=subprocess_env,

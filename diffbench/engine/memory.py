@@ -1,9 +1,11 @@
 """Memory budget: how many tokens one prefill chunk may hold, from the model and --max-memory.
 
 Peak memory of a run is weights + one KV cache as long as the longest prompt + one chunk's
-activations. The first two are fixed by the model and the grid; the chunk size is the only lever, so
-``--max-memory`` sets it. Without a budget the chunk is DEFAULT_CHUNK_TOKENS, the smallest size that
-ran at full speed on a 2-core CPU (benchmarks/README.md): smaller chunks only add per-call overhead.
+activations (with what the attention kernel holds for the chunk against the cache: see
+``attention_workspace``). The first two are fixed by the model and the grid; the chunk size is the
+only lever, so ``--max-memory`` sets it. Without a budget the chunk is DEFAULT_CHUNK_TOKENS, the
+smallest size that ran at full speed on a 2-core CPU (benchmarks/README.md): smaller chunks only add
+per-call overhead.
 """
 
 from __future__ import annotations
@@ -63,6 +65,32 @@ def activation_bytes_per_token(model: Any) -> int:
     return int(widths * max(element, 4) * _SLACK)
 
 
+def attention_workspace(model: Any, cache_tokens: int) -> tuple[int, int]:
+    """What the attention kernel itself holds while one layer attends from a chunk to the cache:
+    (fixed bytes, bytes per chunk token).
+
+    flash-attention and diffbench_sdpa read the cache as it is and build no mask: nothing. transformers'
+    SDPA and eager paths copy K and V for every query head when heads share them (``repeat_kv``: one
+    layer's cache × the group size), build a chunk × cache mask (counted as float32: measured so on
+    CPU's SDPA), and eager also keeps the float32 attention probabilities, heads × chunk × cache.
+    """
+    from diffbench.engine.chunked_attention import CHUNKED_ATTENTION
+
+    kernel = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if kernel.startswith("flash") or kernel == CHUNKED_ATTENTION:
+        return 0, 0
+    config = model.config.get_text_config(decoder=True)
+    element = next(model.parameters()).element_size()
+    heads = int(config.num_attention_heads) * (2 if config.model_type == "diffbench_diff_v2" else 1)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    repeated = 2 * cache_tokens * heads * head_dim * element if kv_heads < heads else 0
+    per_token = cache_tokens * max(element, 4)  # the mask row of one chunk token (float on CPU's SDPA)
+    if kernel == "eager":
+        per_token += cache_tokens * heads * 4  # its probabilities, in float32
+    return int(repeated * _SLACK), int(per_token * _SLACK)  # the same allocator margin as activations
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """The chunk size chosen and what the fixed parts of the budget cost, for the manifest."""
@@ -91,13 +119,14 @@ def plan_memory(
     """Pick the chunk size: ``chunk_tokens`` if given, else the default capped by what the budget leaves."""
     weights = weight_bytes(model)
     kv_cache = kv_bytes_per_token(model) * cache_tokens
-    per_token = activation_bytes_per_token(model)
+    workspace, workspace_per_token = attention_workspace(model, cache_tokens)
+    per_token = activation_bytes_per_token(model) + workspace_per_token
     chunk = chunk_tokens or DEFAULT_CHUNK_TOKENS
     if budget is not None and chunk_tokens is None:
-        room = budget - weights - kv_cache
+        room = budget - weights - kv_cache - workspace
         fitting = room // per_token if room > 0 else 0
         if fitting < MIN_CHUNK_TOKENS:
-            need = weights + kv_cache + MIN_CHUNK_TOKENS * per_token
+            need = weights + kv_cache + workspace + MIN_CHUNK_TOKENS * per_token
             raise UsageError(
                 f"--max-memory {format_bytes(budget)} is too small: weights take {format_bytes(weights)} and "
                 f"a KV cache of {cache_tokens} tokens {format_bytes(kv_cache)}; raise it to at least "
@@ -105,7 +134,7 @@ def plan_memory(
             )
         chunk = min(chunk, int(fitting) // MIN_CHUNK_TOKENS * MIN_CHUNK_TOKENS)
     chunk = min(chunk, max(cache_tokens, 1))
-    return MemoryPlan(chunk, weights, kv_cache, chunk * per_token, budget)
+    return MemoryPlan(chunk, weights, kv_cache, workspace + chunk * per_token, budget)
 
 
 MAX_AUTO_BATCH = 8
