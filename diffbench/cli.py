@@ -442,6 +442,11 @@ def execute_niah(
     from diffbench.report.summary import grid
     from diffbench.report.tables import grid_table
 
+    if options.device_map and device != "auto":
+        raise UsageError(
+            f"--device {device} and --device-map auto both place the model: --device-map chooses the "
+            "GPUs itself (limit them with CUDA_VISIBLE_DEVICES); leave --device at auto"
+        )
     if attn and options.device_map:
         raise UsageError(
             "--attn loads each model on one device and cannot follow --device-map auto; run the niah "

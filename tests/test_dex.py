@@ -472,3 +472,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_dex_on_a_layer_whose_weights_are_not_loaded_yet_lives_on_the_host(tiny_llama: Any) -> None:
+    """accelerate's offloaded layers hold their weights on "meta" until a forward loads them: DEX's own
+    parameters must be real (on the host), not meta tensors that load_state_dict cannot fill."""
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        shell = LlamaForCausalLM(tiny_llama.config)
+    attach_dex(shell, HEADS)
+    devices = {p.device.type for dex in dex_modules(shell) for p in dex.parameters()}
+    assert devices == {"cpu"}

@@ -177,7 +177,11 @@ def test_device_map_under_torchrun_is_refused(
 
 @pytest.mark.parametrize(
     ("extra", "phrase"),
-    [(["--max-memory", "8GB"], "pass only one"), (["--attn"], "cannot follow --device-map auto")],
+    [
+        (["--max-memory", "8GB"], "pass only one"),
+        (["--attn"], "cannot follow --device-map auto"),
+        (["--device", "cpu"], "leave --device at auto"),
+    ],
 )
 def test_options_that_device_map_would_ignore_are_refused(
     tiny_llama_dir: Path, tmp_path: Path, extra: list[str], phrase: str

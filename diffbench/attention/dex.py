@@ -143,7 +143,11 @@ class _DexHook:
         self.dex = dex
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (self.dex(args[0]), *args[1:])
+        hidden = args[0]
+        if next(self.dex.parameters()).device != hidden.device:
+            # A layer placed (or offloaded) by accelerate: the few DEX parameters follow its activations.
+            self.dex.to(hidden.device)
+        return (self.dex(hidden), *args[1:])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,9 +194,9 @@ def attach_dex(model: Any, heads: list[list[int]], share: str = "layer", norm: s
         if not layer_heads:
             continue
         weight = attention.o_proj.weight
-        dex = DexHeads(
-            layer, num_heads, head_dim, list(layer_heads), share, norm, weight.dtype, weight.device
-        )
+        # An offloaded layer's weight is on "meta" until accelerate loads it: DEX's own live on the host.
+        device = weight.device if weight.device.type != "meta" else torch.device("cpu")
+        dex = DexHeads(layer, num_heads, head_dim, list(layer_heads), share, norm, weight.dtype, device)
         attention.add_module("dex", dex)
         attention.o_proj.register_forward_pre_hook(_DexHook(dex))
 
