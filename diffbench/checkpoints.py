@@ -32,9 +32,10 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
 
 
 def append_log(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
+    """One fsynced log row: a kill right after a checkpoint never loses the row it logged."""
+    from diffbench.store import append_durably
+
+    append_durably(path, json.dumps(row) + "\n")
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -45,29 +47,67 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, special_in_place: bool = False) -> None:
     """Write via a temporary file and rename, so readers never see a half-written file.
 
-    Special files (/dev/stdout, pipes) are written in place: renaming onto them would replace them.
+    The rename replaces whatever has the name, a symbolic link included: nothing outside the directory
+    is ever written through a link planted in it. Only outputs the user names (``check --output
+    /dev/stdout``, a pipe) pass ``special_in_place``: a special file is then written in place, since
+    renaming onto it would replace it.
     """
-    if path.exists() and not path.is_file():
+    if special_in_place and path.exists() and not path.is_file():
         try:
             with path.open("w", encoding="utf-8") as handle:
                 handle.write(text)
         except OSError as error:
             raise DiffbenchError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
         return
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write_text`` for bytes (figures): a temporary file, fsync, rename; the usual permissions."""
     try:
         with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", delete=False
+            "wb", dir=path.parent, prefix=f".{path.name}.", delete=False
         ) as handle:
-            handle.write(text)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
             temporary = Path(handle.name)
+        os.chmod(temporary, 0o666 & ~_umask())  # NamedTemporaryFile makes 0600: others could not read results
         os.replace(temporary, path)
     except OSError as error:
         raise DiffbenchError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _not_regular(path: Path) -> str:
+    return (
+        f"{str(path)!r} is not a regular file (a symbolic link, pipe, device or directory): diffbench "
+        "reads and writes only regular files in a run directory; remove it, or pick another --out"
+    )
+
+
+def open_regular(path: Path, flags: int) -> int:
+    """os.open of a regular file in a run directory, never through a symbolic link or into a FIFO or
+    device planted there (which would write outside the run, or hang); refused in one line instead."""
+    try:
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise RunDirectoryError(_not_regular(path)) from None
+        raise DiffbenchError(f"cannot open {str(path)!r}: {error.strerror or error}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise RunDirectoryError(_not_regular(path))
+    os.set_blocking(descriptor, True)
+    return descriptor
 
 
 def ensure_directory(path: Path, hint: str = "pass another --out") -> Path:
@@ -117,9 +157,15 @@ def read_manifest(directory: Path) -> RunManifest:
 def iter_record_lines(
     path: Path, hint: str = "remove that line to redo its sample"
 ) -> Iterator[dict[str, Any]]:
-    """JSON objects of a .jsonl file; a corrupt line other than an unfinished last one is an error."""
-    if not path.exists():
+    """JSON objects of a .jsonl file; a corrupt line other than an unfinished last one is an error.
+
+    A run's files are read only when they are regular files: a link or pipe planted in their place
+    (to /dev/zero, to another run) is refused in one line instead of hanging or reading elsewhere.
+    """
+    if not path.exists() and not path.is_symlink():
         return
+    if path.is_symlink() or not path.is_file():
+        raise RunDirectoryError(_not_regular(path))
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.endswith("\n"):
@@ -162,7 +208,9 @@ def read_records(path: Path) -> list[Record]:
 def append_durably(path: Path, line: str) -> None:
     """Append one line and fsync it before returning: a finished record survives a kill or power loss."""
     try:
-        with path.open("a", encoding="utf-8") as handle:
+        with os.fdopen(
+            open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8"
+        ) as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
@@ -282,9 +330,9 @@ class RunStore(RunFiles):
     def _repair_records(self) -> None:
         """Cut a half-written last line left by a kill, so the next append starts on a fresh line."""
         path = self.directory / RECORDS
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             return
-        with path.open("rb+") as handle:
+        with os.fdopen(open_regular(path, os.O_RDWR), "rb+") as handle:
             data = handle.read()
             if data and not data.endswith(b"\n"):
                 handle.truncate(data.rfind(b"\n") + 1)
@@ -406,7 +454,7 @@ def _stale_versions(directory: Path, manifest: RunManifest) -> list[str]:
 def acquire_lock(directory: Path) -> Any:
     """An exclusive flock on DIRECTORY/.lock (released when the process dies), naming the holder if taken."""
     path = directory / LOCK
-    handle = path.open("a+")
+    handle = os.fdopen(open_regular(path, os.O_RDWR | os.O_CREAT), "r+")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from diffbench.report.heatmap import save_figure
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -74,16 +76,6 @@ def table3(summary: dict[str, Any]) -> Table:
     return table
 
 
-def _save(fig: Figure, stem: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1], metadata={"Date": None})
-    plt.close(fig)
-    return paths
-
-
 def _pyplot() -> Any:
     import matplotlib
 
@@ -95,7 +87,7 @@ def _pyplot() -> Any:
 
 def plot_layers(summary: dict[str, Any], stem: Path) -> list[Path]:
     """One panel per model: share of each region per layer."""
-    return _save(layers_figure(summary), stem)
+    return save_figure(layers_figure(summary), stem)
 
 
 def layers_figure(summary: dict[str, Any]) -> Figure:
@@ -150,7 +142,7 @@ def plot_heads(summary: dict[str, Any], model: str, stem: Path) -> list[Path]:
     ax.set_title(f"{model}: needle share per head", fontsize=10)
     fig.colorbar(image, ax=ax, label="needle share", fraction=0.046, pad=0.04)
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_grid(summary: dict[str, Any], model: str, stem: Path, vmax: float) -> list[Path]:
@@ -181,7 +173,7 @@ def plot_grid(summary: dict[str, Any], model: str, stem: Path, vmax: float) -> l
                 ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label="answer share", fraction=0.046, pad=0.04)
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def write_plots(directory: Path, summary: dict[str, Any]) -> list[Path]:

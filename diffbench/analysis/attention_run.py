@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffbench.errors import DiffbenchError, RunDirectoryError, UsageError
+from diffbench.errors import RunDirectoryError, UsageError
 
 SCHEMA_VERSION = 1
 MANIFEST = "attention_manifest.json"
@@ -89,13 +88,9 @@ def check_supported(prepared: Any) -> None:
 
 
 def _append(path: Path, lines: list[str]) -> None:
-    try:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as error:
-        raise DiffbenchError(f"cannot append to {str(path)!r}: {error.strerror or error}") from None
+    from diffbench.store import append_durably
+
+    append_durably(path, "".join(lines))
 
 
 def run_attention(

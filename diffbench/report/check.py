@@ -419,7 +419,7 @@ def _write_text(path: Path, text: str) -> None:
 
     if not path.exists():
         ensure_directory(path.parent, "pass another path")
-    atomic_write_text(path, text)
+    atomic_write_text(path, text, special_in_place=True)
 
 
 def verdict_table(result: CheckResult, show_cells: str = "changed") -> Any:

@@ -63,24 +63,34 @@ def _figure(table: pd.DataFrame, title: str, difference: bool) -> Figure:
     return fig
 
 
-def _save(fig: Figure, out_stem: Path) -> list[Path]:
+def save_figure(fig: Figure, out_stem: Path) -> list[Path]:
+    """STEM.png and STEM.svg, each written atomically (never through a link planted in the run)."""
+    import io
+
     import matplotlib.pyplot as plt
 
+    from diffbench.store import atomic_write_bytes
+
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1], metadata={"Date": None})
+    for path in paths:
+        buffer = io.BytesIO()
+        if path.suffix == ".png":
+            fig.savefig(buffer, format="png", dpi=120)
+        else:  # no date: the same figure gives the same bytes
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
+        atomic_write_bytes(path, buffer.getvalue())
     plt.close(fig)
     return paths
 
 
 def plot_heatmap(table: pd.DataFrame, title: str, out_stem: Path) -> list[Path]:
     """Write ``out_stem``.png and .svg for a depth × length accuracy table; returns the paths."""
-    return _save(_figure(table, title, difference=False), out_stem)
+    return save_figure(_figure(table, title, difference=False), out_stem)
 
 
 def plot_difference_heatmap(table: pd.DataFrame, title: str, out_stem: Path) -> list[Path]:
     """Write ``out_stem``.png and .svg for a depth × length table of accuracy differences."""
-    return _save(_figure(table, title, difference=True), out_stem)
+    return save_figure(_figure(table, title, difference=True), out_stem)
 
 
 def heatmap_svg(table: pd.DataFrame, title: str, difference: bool = False, prefix: str = "") -> str:
