@@ -10,6 +10,7 @@ import pytest
 
 from diffbench.engine.memory import (
     DEFAULT_CHUNK_TOKENS,
+    attention_workspace,
     auto_batch_size,
     kv_bytes_per_token,
     parse_memory,
@@ -46,8 +47,12 @@ def test_kv_bytes_follow_the_kv_heads(tiny_llama: Any) -> None:
 def test_budget_sets_the_chunk_and_too_small_a_budget_is_refused(tiny_llama: Any) -> None:
     free = plan_memory(tiny_llama, 4096, None)
     assert free.chunk_tokens == DEFAULT_CHUNK_TOKENS
-    tight = plan_memory(tiny_llama, 4096, free.weights_bytes + free.kv_cache_bytes + 200 * 2**10 * 20)
-    assert 64 <= tight.chunk_tokens < DEFAULT_CHUNK_TOKENS and tight.chunk_tokens % 64 == 0
+    workspace, _ = attention_workspace(tiny_llama, 4096)
+    assert workspace > 0  # SDPA repeats the shared K/V heads for every query head
+    per_token = (free.chunk_activation_bytes - workspace) // DEFAULT_CHUNK_TOKENS
+    fixed = free.weights_bytes + free.kv_cache_bytes + workspace
+    tight = plan_memory(tiny_llama, 4096, fixed + 300 * per_token)
+    assert tight.chunk_tokens == 256  # 300 tokens fit, rounded down to a multiple of 64
     assert tight.weights_bytes + tight.kv_cache_bytes + tight.chunk_activation_bytes <= tight.budget_bytes
     with pytest.raises(UsageError, match=r"--max-memory .* is too small: weights take"):
         plan_memory(tiny_llama, 4096, free.weights_bytes)
