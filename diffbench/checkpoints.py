@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from diffbench.store import atomic_write_text
+from diffbench.errors import DiffbenchError
+from diffbench.store import atomic_write_text, decode_json
 
 RESUME_FILE = "resume.pt"  # the training state a rerun continues from
 LOG_FILE = "train_log.jsonl"  # one JSON row per step
@@ -23,12 +24,20 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
     """``torch.save`` into a temporary file, fsync, then rename over ``path``."""
     import torch
 
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-        temporary = Path(handle.name)
-    os.replace(temporary, path)
+    temporary: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+            temporary = Path(handle.name)
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as RuntimeError
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise DiffbenchError(
+            f"cannot write {str(path)!r}: {error}; the previous checkpoint is kept, free space and rerun"
+        ) from None
 
 
 def append_log(path: Path, row: dict[str, Any]) -> None:
@@ -39,15 +48,17 @@ def append_log(path: Path, row: dict[str, Any]) -> None:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """The log's rows; a line cut by a kill is skipped."""
+    """The log's rows; a line cut by a kill, or otherwise damaged, is skipped."""
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = decode_json(line)
+        except ValueError:
             continue
+        if isinstance(row, dict):  # a damaged line (another type, bytes that are not UTF-8) is skipped too
+            rows.append(row)
     return rows
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from enum import Enum
@@ -86,6 +88,11 @@ AttnOption = Annotated[
 ]
 
 
+# A full disk, quota or file-size limit, or a read-only filesystem: wherever a write fails that way (a
+# heatmap, a checkpoint, a library's own save), the command ends in one line; every earlier write stood.
+STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """One red line and exit code 2 (usage) or 1 (runtime) for errors a user can act on; no traceback."""
@@ -98,6 +105,31 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted: finished samples are saved; rerun the same command to resume[/]")
         raise typer.Exit(130) from None
+    except Exception as error:
+        reason = storage_failure(error)
+        if reason is None:
+            raise
+        stderr.print(
+            f"[bold red]error:[/] cannot write{escape(reason)}; what finished is saved: free space and rerun "
+            "the same command",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """' PATH: reason' when ``error`` is a write that failed for want of space (or a read-only disk),
+    as Python reports it (OSError) or as a Rust writer does (safetensors: '... (os error 28)')."""
+    if isinstance(error, OSError):
+        if error.errno not in STORAGE_FULL:
+            return None
+        where = f" {str(error.filename)!r}" if error.filename else ""
+        return f"{where}: {error.strerror or error}"
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    if found is None or int(found.group(1)) not in STORAGE_FULL:
+        return None
+    return f": {os.strerror(int(found.group(1)))}"
 
 
 @contextlib.contextmanager
@@ -167,6 +199,10 @@ def build_needle(
         return NeedleSpec() if answer_prefix is None else NeedleSpec(answer_prefix=answer_prefix)
     if question is None or answer is None:
         raise UsageError("a custom --needle needs --question and --answer as well")
+    given = {"--needle": needle, "--question": question, "--answer": answer}
+    blank = [flag for flag, value in given.items() if not value.strip()]
+    if blank:
+        raise UsageError(f"{' and '.join(blank)} is empty; a custom needle needs text in all three")
     if answer not in needle:
         raise UsageError(
             f"--answer {answer!r} does not occur in --needle; the needle must contain the answer"

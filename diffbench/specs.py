@@ -278,6 +278,8 @@ class RunManifest(BaseModel):
     # `niah --attn`: where the attention allocation of the run's samples is (RUN/attention) and its
     # status; None when the run has none. Not part of the spec: adding it never changes the sample set.
     attention: dict[str, Any] | None = None
+    # Records per model when the run last completed: reports refuse a complete run that has fewer since.
+    complete_records: dict[str, int] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -14,8 +14,10 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +41,9 @@ RECORDS = "records.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
 SHARDS = "shards"
+# Bounds on what a run's files may hold: a damaged or planted file is refused, never read whole.
+MAX_JSON_BYTES = 64 * 2**20  # a manifest or summary
+MAX_LINE_BYTES = 64 * 2**20  # one record or sample line (a 64K-token prompt's ids take about 0.5 MiB)
 # Equal options but another fingerprint: the spec gained a field since (e.g. haystack_per_sample).
 OLDER_SAMPLES = "how its samples were built: an older diffbench wrote it"
 
@@ -67,17 +72,21 @@ def atomic_write_text(path: Path, text: str, special_in_place: bool = False) -> 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """``atomic_write_text`` for bytes (figures): a temporary file, fsync, rename; the usual permissions."""
+    temporary: Path | None = None
     try:
         with tempfile.NamedTemporaryFile(
             "wb", dir=path.parent, prefix=f".{path.name}.", delete=False
         ) as handle:
+            temporary = Path(handle.name)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-            temporary = Path(handle.name)
         os.chmod(temporary, 0o666 & ~_umask())  # NamedTemporaryFile makes 0600: others could not read results
         os.replace(temporary, path)
     except OSError as error:
+        if temporary is not None:  # a full disk leaves no half-written temporary behind
+            with contextlib.suppress(OSError):
+                temporary.unlink()
         raise DiffbenchError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
 
 
@@ -110,6 +119,39 @@ def open_regular(path: Path, flags: int) -> int:
     return descriptor
 
 
+def decode_json(data: bytes) -> Any:
+    """JSON from bytes; anything that is not UTF-8 JSON (or nests too deep to parse) is a ValueError."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("it is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"it is not JSON ({error.msg}, line {error.lineno})") from None
+    except RecursionError:
+        raise ValueError("its JSON nests too deeply") from None
+
+
+def read_json_file(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+    """A run's JSON file, read only if it is a regular file of at most ``limit`` bytes (ValueError else)."""
+    try:
+        with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as handle:
+            data = handle.read(limit + 1)
+    except DiffbenchError as error:
+        raise ValueError(str(error)) from None
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit // 2**20} MiB")
+    return decode_json(data)
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file that may be absent or damaged (a model card, a note): None then, never an error."""
+    try:
+        payload = read_json_file(path)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
 def ensure_directory(path: Path, hint: str = "pass another --out") -> Path:
     """mkdir -p with a one-line error naming the directory and what to do."""
     try:
@@ -131,8 +173,8 @@ def read_versioned_json(
 ) -> ModelT:
     """A JSON file validated as ``model``; an unknown format version is refused, naming both versions."""
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as problem:
+        payload = read_json_file(path)
+    except ValueError as problem:
         raise error(f"cannot read {str(path)!r}: {problem}") from None
     found = payload.get(version_field) if isinstance(payload, dict) else None
     if found != version:
@@ -164,17 +206,21 @@ def iter_record_lines(
     """
     if not path.exists() and not path.is_symlink():
         return
-    if path.is_symlink() or not path.is_file():
-        raise RunDirectoryError(_not_regular(path))
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith("\n"):
+    with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as handle:
+        number = 0
+        while line := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise RunDirectoryError(
+                    f"{str(path)!r} line {number} is longer than {MAX_LINE_BYTES // 2**20} MiB; {hint}"
+                )
+            if not line.endswith(b"\n"):
                 return  # an unfinished last line: the run was killed while writing it
             if not line.strip():
                 continue
             try:
-                payload = json.loads(line)
-            except json.JSONDecodeError:
+                payload = decode_json(line)
+            except ValueError:
                 payload = None
             if not isinstance(payload, dict):  # not JSON, or JSON but no object ('[1, 2]', '7')
                 raise RunDirectoryError(f"{str(path)!r} line {number} is corrupt; {hint}")
@@ -200,9 +246,43 @@ def validate_record(payload: dict[str, Any], path: Path, number: int) -> Record:
         ) from None
 
 
+# What may differ between two copies of one result: when, where and in which session it was scored.
+_SESSION_FIELDS = {"run_id", "seconds", "device"}
+
+
+def _result_text(record: Record) -> str:
+    """A record without its session fields, as JSON text (where NaN equals NaN)."""
+    return record.model_dump_json(exclude=_SESSION_FIELDS)
+
+
+def read_records_counted(path: Path) -> tuple[list[Record], int]:
+    """Every record of a records.jsonl, validated, one per model × sample, and how many repeats were dropped.
+
+    A result recorded twice identically (a copy, a concatenation) is kept once. Two different results
+    for one sample (a flipped verdict, another answer) are refused, naming both lines: which is right
+    is for the user to say, never for diffbench to guess.
+    """
+    kept: dict[tuple[str, str], tuple[int, Record]] = {}
+    repeats = 0
+    for number, payload in enumerate(iter_record_lines(path), start=1):
+        record = validate_record(payload, path, number)
+        key = (record.model, record.sample_id)
+        if key not in kept:
+            kept[key] = (number, record)
+            continue
+        first, earlier = kept[key]
+        if _result_text(earlier) != _result_text(record):
+            raise RunDirectoryError(
+                f"{str(path)!r} records {first} and {number} give different results for {record.model} on "
+                f"sample {record.sample_id}; delete the wrong line (or both, and rerun the task to redo it)"
+            )
+        repeats += 1
+    return [record for _, record in kept.values()], repeats
+
+
 def read_records(path: Path) -> list[Record]:
-    """Every record of a records.jsonl, validated (see validate_record)."""
-    return [validate_record(payload, path, n) for n, payload in enumerate(iter_record_lines(path), start=1)]
+    """Every record of a records.jsonl, validated, one per model × sample (see read_records_counted)."""
+    return read_records_counted(path)[0]
 
 
 def append_durably(path: Path, line: str) -> None:
@@ -286,45 +366,24 @@ class RunStore(RunFiles):
         requested_models: list[str],
         command: list[str],
     ) -> RunStore:
-        """Create a run directory or resume the one there; a different spec in it is refused."""
-        ensure_directory(directory)
-        lock_handle = acquire_lock(directory)
-        stale_versions: list[str] = []
-        if (directory / MANIFEST).exists():
-            manifest = read_manifest(directory)
-            if manifest.spec_fingerprint != spec.fingerprint():
-                lock_handle.close()
-                raise RunDirectoryError(
-                    f"{str(directory)!r} holds a run with a different task spec "
-                    f"(it differs in {', '.join(spec_difference(manifest.spec, spec)) or OLDER_SAMPLES}); "
-                    "pass another --out, or repeat the original options to resume it"
-                )
-            stale_versions = _stale_versions(directory, manifest)
-            manifest.status = "running"
-            for name in requested_models:
-                if name not in manifest.requested_models:
-                    manifest.requested_models.append(name)
-            manifest.command = command
-        else:
-            from diffbench.versions import environment_versions
+        """Create a run directory or resume the one there; a different spec in it is refused.
 
-            manifest = RunManifest(
-                run_id=run_id,
-                task=spec.task,
-                spec=spec,
-                spec_fingerprint=spec.fingerprint(),
-                seed=spec.seed,
-                created_at=now_iso(),
-                updated_at=now_iso(),
-                requested_models=list(requested_models),
-                versions=environment_versions(),
-                command=command,
-            )
-        store = cls(directory, manifest, lock_handle)
-        store.stale_versions = stale_versions
-        store._repair_records()
-        store.merge_shards()
-        store.save_manifest()
+        A directory whose run finished nothing (refused or killed before its first record) is taken over
+        by the new spec, so a corrected command can reuse its --out. Records without a manifest are
+        refused: what they answer is unknown, and new samples must never be scored beside them.
+        """
+        ensure_directory(directory)
+        lock = acquire_lock(directory)
+        try:
+            manifest, stale_versions = _open_manifest(directory, spec, run_id, requested_models, command)
+            store = cls(directory, manifest, lock)
+            store.stale_versions = stale_versions
+            store._repair_records()
+            store.merge_shards()
+            store.save_manifest()
+        except BaseException:
+            lock.close()
+            raise
         return store
 
     def _repair_records(self) -> None:
@@ -418,6 +477,8 @@ class RunStore(RunFiles):
 
     def finish(self, status: str, wall_seconds: float, peak_memory_mb: float | None) -> None:
         self.manifest.status = status  # type: ignore[assignment]
+        if status == "complete":  # what a later loss of lines is measured against (report/runs.py)
+            self.manifest.complete_records = dict(Counter(str(r["model"]) for r in self.records()))
         self.manifest.wall_seconds = round(self.manifest.wall_seconds + wall_seconds, 3)
         if peak_memory_mb is not None:
             self.manifest.peak_memory_mb = max(self.manifest.peak_memory_mb or 0.0, round(peak_memory_mb, 1))
@@ -426,6 +487,51 @@ class RunStore(RunFiles):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._lock_handle.close()
+
+
+def _open_manifest(
+    directory: Path, spec: NiahSpec | HallucSpec, run_id: str, requested_models: list[str], command: list[str]
+) -> tuple[RunManifest, list[str]]:
+    """The manifest to run under (the one there, resumed, or a new one) and the records' stale versions."""
+    samples = directory / "samples"
+    if (directory / MANIFEST).exists() or (directory / MANIFEST).is_symlink():
+        manifest = read_manifest(directory)
+        if manifest.spec_fingerprint == spec.fingerprint():
+            stale_versions = _stale_versions(directory, manifest)
+            manifest.status = "running"
+            for name in requested_models:
+                if name not in manifest.requested_models:
+                    manifest.requested_models.append(name)
+            manifest.command = command
+            return manifest, stale_versions
+        if has_records(directory) or manifest.attention is not None:
+            raise RunDirectoryError(
+                f"{str(directory)!r} holds a run with a different task spec "
+                f"(it differs in {', '.join(spec_difference(manifest.spec, spec)) or OLDER_SAMPLES}); "
+                "pass another --out, or repeat the original options to resume it"
+            )
+        if samples.is_dir() and not samples.is_symlink():
+            shutil.rmtree(samples)  # the old spec's samples; nothing was scored on them
+    elif has_records(directory) or samples.exists() or samples.is_symlink():
+        raise RunDirectoryError(
+            f"{str(directory)!r} holds records or samples but no {MANIFEST}, so which task they answer is "
+            f"unknown; restore its {MANIFEST}, or pass another --out"
+        )
+    from diffbench.versions import environment_versions
+
+    manifest = RunManifest(
+        run_id=run_id,
+        task=spec.task,
+        spec=spec,
+        spec_fingerprint=spec.fingerprint(),
+        seed=spec.seed,
+        created_at=now_iso(),
+        updated_at=now_iso(),
+        requested_models=list(requested_models),
+        versions=environment_versions(),
+        command=command,
+    )
+    return manifest, []
 
 
 def device_kind(device: str) -> str:
@@ -451,32 +557,100 @@ def _stale_versions(directory: Path, manifest: RunManifest) -> list[str]:
     return []
 
 
-def acquire_lock(directory: Path) -> Any:
-    """An exclusive flock on DIRECTORY/.lock (released when the process dies), naming the holder if taken."""
-    path = directory / LOCK
-    handle = os.fdopen(open_regular(path, os.O_RDWR | os.O_CREAT), "r+")
+class RunLock:
+    """An exclusive flock on a run directory itself, held until ``close`` or the process dies.
+
+    Locking the directory rather than a file in it means deleting or replacing ``.lock`` lets no second
+    writer in; ``.lock`` only tells the next process who holds it.
+    """
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor: int | None = descriptor
+
+    def close(self) -> None:
+        if self.descriptor is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.descriptor)
+            self.descriptor = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _lock_directory(directory: Path) -> int | None:
+    """The directory's descriptor, flocked; None when another process holds it."""
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise RunDirectoryError(f"cannot open {str(directory)!r}: {error.strerror or error}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def acquire_lock(directory: Path) -> RunLock:
+    """Lock a run directory for this process, naming the holder if another process has it."""
+    descriptor = _lock_directory(directory)
+    if descriptor is None:
+        try:
+            holder = str(read_json_file(directory / LOCK, 64))
+        except ValueError:
+            holder = "unknown"
         raise RunDirectoryError(
             f"{str(directory)!r} is in use by another diffbench process (pid {holder}); "
             "wait for it or pick another --out"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+        )
+    lock = RunLock(descriptor)
+    try:
+        atomic_write_text(directory / LOCK, f"{os.getpid()}\n")
+    except DiffbenchError:
+        lock.close()
+        raise
+    return lock
+
+
+def is_locked(directory: Path) -> bool:
+    """Whether another process holds the run directory now (a run in progress)."""
+    try:
+        descriptor = _lock_directory(directory)
+    except RunDirectoryError:
+        return False
+    if descriptor is None:
+        return True
+    os.close(descriptor)
+    return False
+
+
+def claim_new_directory(root: Path, name: str) -> Path:
+    """A new, empty directory ROOT/NAME (NAME-2, NAME-3, ... when taken): two runs started in the same
+    second never share one."""
+    ensure_directory(root, "pass --out or another --results-dir")
+    for suffix in range(1, 1000):
+        candidate = root / (name if suffix == 1 else f"{name}-{suffix}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot create {str(candidate)!r}: {error.strerror or error}; pass --out"
+            ) from None
+        return candidate
+    raise RunDirectoryError(f"{str(root)!r} holds 999 runs named {name!r}; pass --out")
 
 
 def find_resumable(root: Path, spec: NiahSpec | HallucSpec, requested_models: list[str]) -> Path | None:
     """The newest unfinished run under ``root`` with this spec and these models, to resume by default.
 
     A run whose records were made under other package versions is not resumed by default (that would be
-    refused); a new run starts beside it.
+    refused), nor one another process is running; a new run starts beside it. Damaged manifests are
+    passed over.
     """
     from diffbench.versions import environment_versions, version_differences
 
@@ -486,11 +660,12 @@ def find_resumable(root: Path, spec: NiahSpec | HallucSpec, requested_models: li
     candidates = []
     for manifest_path in root.glob(f"*/{MANIFEST}"):
         try:
-            payload = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            payload = read_json_file(manifest_path)
+        except ValueError:
             continue
         if (
-            payload.get("schema_version") == SCHEMA_VERSION
+            isinstance(payload, dict)
+            and payload.get("schema_version") == SCHEMA_VERSION
             and payload.get("spec_fingerprint") == spec.fingerprint()
             and payload.get("requested_models") == requested_models
             and payload.get("status") != "complete"
@@ -499,6 +674,7 @@ def find_resumable(root: Path, spec: NiahSpec | HallucSpec, requested_models: li
                 and version_differences(payload["versions"], current)
                 and has_records(manifest_path.parent)
             )
+            and not is_locked(manifest_path.parent)  # in progress: a second default run starts beside it
         ):
-            candidates.append((payload.get("created_at", ""), manifest_path.parent))
+            candidates.append((str(payload.get("created_at", "")), manifest_path.parent))
     return max(candidates)[1] if candidates else None

@@ -180,6 +180,9 @@ class NeedleTable(_Strict):
         if given and len(given) < 3:
             missing = " and ".join(repr(name) for name in custom if custom[name] is None)
             raise ValueError(f"a custom needle needs needle, question and answer: add {missing}")
+        blank = [name for name, value in custom.items() if value is not None and not value.strip()]
+        if blank:
+            raise ValueError(f"{' and '.join(repr(name) for name in blank)} is empty; give it text")
         if self.needle is not None and self.answer is not None and self.answer not in self.needle:
             raise ValueError(
                 f"answer {quote(self.answer)} does not occur in the needle; the needle must contain it"

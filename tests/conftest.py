@@ -209,3 +209,18 @@ def one_torch_thread() -> Iterator[None]:
 def subprocess_env(isolated_environment: None) -> dict[str, str]:
     """The environment for ``python -m diffbench`` subprocesses: the session's, with one torch thread."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A finished niah run and the command that made it (rerunning it resumes, adding nothing)."""
+    from typer.testing import CliRunner
+
+    from diffbench.cli import app
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    args = ["niah", "--model", str(tiny_llama_dir), "--lengths", "256", "--depths", "0,100"]
+    args += ["--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    return out, args

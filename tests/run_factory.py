@@ -6,6 +6,7 @@ is built through the pydantic models (RunManifest, Record), so a schema change b
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -137,3 +138,11 @@ def wrong_first(count: int, among: Callable[[str], bool] = lambda _: True) -> Ve
         return True
 
     return verdict
+
+
+def copy_run(finished_run: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of the ``finished_run`` fixture's run in ``tmp_path``, and the command that resumes the copy."""
+    source, args = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    return run, [run.as_posix() if arg == source.as_posix() else arg for arg in args]

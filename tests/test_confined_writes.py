@@ -4,35 +4,17 @@ outside it; they are refused in one line, and files are created with the usual p
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
 import pytest
+from run_factory import copy_run
 from typer.testing import CliRunner
 
 from diffbench.cli import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PHRASE = "is not a regular file"
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A finished niah run and the command that made it (rerunning it resumes, adding nothing)."""
-    out = tmp_path_factory.mktemp("confined") / "run"
-    args = ["niah", "--model", str(tiny_llama_dir), "--lengths", "256", "--depths", "0,100"]
-    args += ["--out", str(out)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.stderr
-    return out, args
-
-
-def copy_run(finished_run: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, list[str]]:
-    source, args = finished_run
-    run = tmp_path / "run"
-    shutil.copytree(source, run)
-    return run, [run.as_posix() if arg == source.as_posix() else arg for arg in args]
 
 
 def outside_file(directory: Path) -> Path:
@@ -42,17 +24,28 @@ def outside_file(directory: Path) -> Path:
     return victim
 
 
-@pytest.mark.parametrize("name", ["records.jsonl", ".lock"])
-def test_a_link_in_place_of_a_file_diffbench_appends_to_is_refused(
-    finished_run: tuple[Path, list[str]], tmp_path: Path, name: str
+def test_a_link_in_place_of_the_records_is_refused(
+    finished_run: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
     run, args = copy_run(finished_run, tmp_path)
     victim = outside_file(tmp_path)
-    (run / name).unlink(missing_ok=True)
-    (run / name).symlink_to(victim)
-    result = CliRunner().invoke(app, args)  # the same command: a resume, which reopens both
+    (run / "records.jsonl").unlink()
+    (run / "records.jsonl").symlink_to(victim)
+    result = CliRunner().invoke(app, args)  # the same command: a resume, which appends to the records
     assert result.exit_code == 2 and PHRASE in result.stderr and "Traceback" not in result.stderr
     assert victim.read_text() == "precious\n"  # neither appended to nor truncated
+
+
+def test_a_link_in_place_of_the_lock_file_is_replaced_not_written_through(
+    finished_run: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    run, args = copy_run(finished_run, tmp_path)
+    victim = outside_file(tmp_path)
+    (run / ".lock").unlink(missing_ok=True)
+    (run / ".lock").symlink_to(victim)
+    result = CliRunner().invoke(app, args)  # the lock is on the directory; .lock only names its holder
+    assert result.exit_code == 0, result.stderr
+    assert victim.read_text() == "precious\n" and not (run / ".lock").is_symlink()
 
 
 def test_a_pipe_in_place_of_the_records_is_refused_not_waited_on(

@@ -228,6 +228,32 @@ def insert_line(line: str) -> Callable[[Path], None]:
     return edit_records(lambda lines: [lines[0], line, *lines[1:]])
 
 
+def small_disk(world: World, tmp: Path, patch: pytest.MonkeyPatch, stack: contextlib.ExitStack) -> None:
+    """Files may grow to 4 KiB only (RLIMIT_FSIZE): a larger write fails with EFBIG, as on a full disk."""
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, before[1]))
+    stack.callback(resource.setrlimit, resource.RLIMIT_FSIZE, before)
+
+
+def started_only(directory: Path) -> None:
+    """A run that has started and finished no sample yet."""
+    (directory / "records.jsonl").write_text("")
+    edit_json("manifest.json", status="running")(directory)
+
+
+def pipe_for_records(directory: Path) -> None:
+    (directory / "records.jsonl").unlink()
+    os.mkfifo(directory / "records.jsonl")
+
+
+def flipped(line: str) -> str:
+    """The record on ``line`` with the opposite verdict."""
+    record = json.loads(line)
+    return json.dumps({**record, "correct": not record["correct"]}) + "\n"
+
+
 def corrupt_samples(directory: Path) -> None:
     path = next((directory / "samples").glob("*.jsonl"))
     lines = path.read_text().splitlines(keepends=True)
@@ -543,6 +569,11 @@ CASES = [
         "a custom --needle needs --question and --answer as well",
     ),
     Case(
+        "E-NEEDLE-EMPTY",
+        niah("--needle", "The code is blue.", "--question", "Which code?", "--answer", " "),
+        "--answer is empty; a custom needle needs text in all three",
+    ),
+    Case(
         "E-NEEDLE-ANSWER-MISSING",
         niah("--needle", "The code is blue.", "--question", "Which code?", "--answer", "red"),
         "does not occur in --needle",
@@ -826,6 +857,18 @@ CASES = [
         prepare=copy_dir("llama", "m", edit_json("config.json", hidden_size="64")),
         variant="string-for-int",
     ),
+    Case(
+        "E-MODEL-CONFIG-IMPOSSIBLE",
+        niah(model="{tmp}/m"),
+        "a value in config.json is impossible (",
+        prepare=copy_dir("llama", "m", edit_json("config.json", num_attention_heads=0)),
+    ),
+    Case(
+        "E-MODEL-WEIGHTS-MISMATCH",
+        niah(model="{tmp}/m"),
+        "they do not fit its config.json (",
+        prepare=copy_dir("llama", "m", edit_json("config.json", vocab_size=7)),
+    ),
     Case("E-MODEL-NOT-CAUSAL", niah(model="{bert}"), "not a causal language model"),
     Case(
         "E-MODEL-NOT-CAUSAL",
@@ -1026,6 +1069,43 @@ CASES = [
         variant="attn-run",
     ),
     Case(
+        "E-STORAGE-FULL",
+        ["dex", "convert", "--model", "{llama}", "--out", "{tmp}/d"],
+        "; what finished is saved: free space and rerun the same command",
+        code=1,
+        prepare=small_disk,
+    ),
+    Case(
+        "E-RUN-NOT-REGULAR",
+        ["report", "{tmp}/run"],
+        "is not a regular file (a symbolic link, pipe, device or directory): diffbench reads and writes only",
+        prepare=copy_dir("run", "run", pipe_for_records),
+    ),
+    Case(
+        "E-RUN-NO-MANIFEST",
+        ["niah", "--model", "{llama}", "--lengths", "256", "--depths", "3", "--out", "{tmp}/run"],
+        "holds records or samples but no manifest.json, so which task they answer is unknown;",
+        prepare=copy_dir("run", "run", lambda d: (d / "manifest.json").unlink()),
+    ),
+    Case(
+        "E-RUN-RECORDS-CONFLICT",
+        ["report", "{tmp}/run"],
+        "give different results for",
+        prepare=copy_dir("run", "run", edit_records(lambda lines: [*lines, flipped(lines[0])])),
+    ),
+    Case(
+        "E-RUN-RECORDS-LOST",
+        ["check", "--baseline", "{tmp}/run", "--candidate", "{run}"],
+        "is marked complete but has lost records (",
+        prepare=copy_dir("run", "run", edit_records(lambda lines: lines[:-1])),
+    ),
+    Case(
+        "E-RUN-LINE-TOO-LONG",
+        ["report", "{tmp}/run"],
+        "is longer than 64 MiB; remove that line to redo its sample",
+        prepare=copy_dir("run", "run", insert_line("[" * (64 * 2**20 + 1) + "\n")),
+    ),
+    Case(
         "E-RUN-MANIFEST-MALFORMED",
         ["report", "{tmp}/run"],
         "is malformed",
@@ -1136,7 +1216,7 @@ CASES = [
         ["report", "{tmp}/run"],
         "have no records yet; run the task first",
         code=1,
-        prepare=copy_dir("run", "run", lambda d: (d / "records.jsonl").write_text("")),
+        prepare=copy_dir("run", "run", started_only),
     ),
     Case(
         "E-REPORT-REFERENCE-UNKNOWN",
@@ -1199,7 +1279,7 @@ CASES = [
         "E-CHECK-NO-RECORDS",
         ["check", "--baseline", "{run}", "--candidate", "{tmp}/run"],
         "has no records: nothing to compare",
-        prepare=copy_dir("run", "run", lambda d: (d / "records.jsonl").write_text("")),
+        prepare=copy_dir("run", "run", started_only),
     ),
     Case(
         "E-CHECK-SEVERAL-MODELS",
@@ -1502,6 +1582,12 @@ CASES = [
         ["zoo", "train", "baseline", "--out", "{tmp}/z"],
         "holds a training run of another recipe",
         prepare=write("z/recipe.json", '{"fingerprint": "0", "recipe": {"name": "diff"}}'),
+    ),
+    Case(
+        "E-ZOO-RECIPE-DAMAGED",
+        ["zoo", "train", "baseline", "--out", "{tmp}/z"],
+        "is damaged (",
+        prepare=write("z/recipe.json", "[]"),
     ),
     Case(
         "E-ZOO-SOURCE-NOT-DEX",

@@ -64,9 +64,10 @@ def test_chunk_bounds_keep_every_kept_position_in_the_last_chunk() -> None:
     assert chunk_bounds(10, 4, 1) == [(0, 4), (4, 8), (8, 10)]
     assert chunk_bounds(10, 4, 3) == [(0, 4), (4, 10)]
     assert chunk_bounds(3, 4, 3) == [(0, 3)]
-    for total in range(1, 40):
+    assert chunk_bounds(10, 1, 4) == [*((n, n + 1) for n in range(6)), (6, 10)]  # chunk < answer
+    for total, chunk in itertools.product(range(1, 40), (1, 2, 8)):
         for keep in range(1, min(total, 9) + 1):
-            bounds = chunk_bounds(total, 8, keep)
+            bounds = chunk_bounds(total, chunk, keep)
             assert bounds[0][0] == 0 and bounds[-1][1] == total
             assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
             assert bounds[-1][1] - bounds[-1][0] >= keep

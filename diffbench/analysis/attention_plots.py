@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from diffbench.report.heatmap import save_figure
+from diffbench.report.heatmap import pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,15 +76,6 @@ def table3(summary: dict[str, Any]) -> Table:
     return table
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_layers(summary: dict[str, Any], stem: Path) -> list[Path]:
     """One panel per model: share of each region per layer."""
     return save_figure(layers_figure(summary), stem)
@@ -94,7 +85,7 @@ def layers_figure(summary: dict[str, Any]) -> Figure:
     """Per layer, each region's share (and Diff's negative share), one panel per model, shared y axis."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
     models = summary["model_order"]
     fig, axes = plt.subplots(
         1, len(models), figsize=(4.2 * len(models) + 0.8, 3.6), sharey=True, squeeze=False
@@ -127,7 +118,7 @@ def plot_heads(summary: dict[str, Any], model: str, stem: Path) -> list[Path]:
     """Layers × heads map of the needle's share, mean over samples."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in summary["heads"] if r["model"] == model]
     layers = 1 + max(int(r["layer"]) for r in rows)
     heads = 1 + max(int(r["head"]) for r in rows)
@@ -152,7 +143,7 @@ def plot_grid(summary: dict[str, Any], model: str, stem: Path, vmax: float) -> l
 
     from diffbench.lengths import format_length
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in summary["grid"] if r["model"] == model]
     depths = sorted({float(r["depth"]) for r in rows})
     lengths = sorted({int(r["target_length"]) for r in rows})

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.errors import RunDirectoryError, UsageError
+from diffbench.store import read_json_object
 
 SCHEMA_VERSION = 1
 MANIFEST = "attention_manifest.json"
@@ -272,11 +273,8 @@ def _resumed_manifest(directory: Path) -> dict[str, Any] | None:
     path = directory / MANIFEST
     if not path.exists():
         return None
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None  # a manifest is written atomically: an unreadable one is not ours, start anew
-    return payload if isinstance(payload, dict) and payload.get("schema_version") == SCHEMA_VERSION else None
+    payload = read_json_object(path)  # written atomically: an unreadable one is not ours, start anew
+    return payload if payload is not None and payload.get("schema_version") == SCHEMA_VERSION else None
 
 
 def _keep_finished(directory: Path) -> set[tuple[str, str]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from diffbench.analysis.attention_run import AttentionOptions, AttentionTask, UnitResult
 from diffbench.errors import RunDirectoryError
+from diffbench.store import read_json_object
 
 MIN_PER_CLASS = 2  # the cross-validated probe needs two folds with both labels
 
@@ -182,7 +183,7 @@ def summarise_halluc(directory: Path) -> dict[str, Any]:
     counts = verdicts.groupby("model", sort=False)["sample_id"].count()
     for row in summary["models"]:
         row["samples"] = int(counts[row["model"]])
-    seed = int(json.loads((directory / MANIFEST).read_text(encoding="utf-8")).get("seed", 0))
+    seed = int((read_json_object(directory / MANIFEST) or {}).get("seed", 0))
     summary["lookback"] = [lookback_summary(heads, verdicts, model, seed) for model in summary["model_order"]]
     columns = ["model", "sample_id", "probe", "target_length", "depth", "has_answer"]
     columns += ["output_tokens", "hallucinated", "lookback", "seconds"]

@@ -30,7 +30,6 @@ math convention; in nn.Linear's [out, in] convention the head-h column block bec
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from diffbench.errors import ModelLoadError, UsageError
-from diffbench.store import read_versioned_json, write_json
+from diffbench.store import read_json_object, read_versioned_json, write_json
 
 DEX_WEIGHTS = "dex.safetensors"
 DEX_MANIFEST = "diffbench.json"
@@ -375,11 +374,8 @@ def is_dex_checkpoint(location: str) -> bool:
     path = Path(location) / DEX_MANIFEST
     if not path.is_file():
         return False
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(payload, dict) and payload.get("kind") == "dex"
+    payload = read_json_object(path)
+    return payload is not None and payload.get("kind") == "dex"
 
 
 def apply_dex_from_dir(model: Any, directory: str | Path) -> None:

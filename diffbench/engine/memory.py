@@ -37,7 +37,8 @@ def parse_memory(text: str) -> int:
 
 
 def format_bytes(count: float) -> str:
-    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+    """GiB with two decimals, or MiB with one below a GiB (so 1.0 and 1.4 MiB never both read '1 MiB')."""
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def weight_bytes(model: Any) -> int:

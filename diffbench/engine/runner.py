@@ -36,7 +36,7 @@ from diffbench.models.load import (
 )
 from diffbench.scoring import answer_ends, contains_answer, ruler_all, ruler_part
 from diffbench.specs import NeedleResult, NiahSpec, Record, Sample
-from diffbench.store import RunFiles, RunStore, find_resumable
+from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
 from diffbench.tasks.niah import generate_samples
 
 ProgressHook = Callable[[str, int], None]
@@ -66,9 +66,10 @@ class RunOutcome:
 
 
 def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path:
+    """A new run directory under ``root``, created here: runs started in the same second get -2, -3."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     label = "+".join(re.sub(r"[^\w.-]+", "-", name) for name in model_names)[:80]
-    return root / f"{stamp}_{task}_{label}"
+    return claim_new_directory(root, f"{stamp}_{task}_{label}")
 
 
 def peak_memory_mb(device: Any, every_gpu: bool = False) -> float:

@@ -48,9 +48,8 @@ class ScoredJob:
 def chunk_bounds(total: int, chunk: int, keep: int) -> list[tuple[int, int]]:
     """[start, end) chunks of at most ``chunk`` tokens, but the last holds all ``keep`` kept positions."""
     bounds = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < keep:
-        start = bounds[-2][0]
-        bounds[-2:] = [(start, total)]
+    while len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < keep:  # chunks shorter than the answer too
+        bounds[-2:] = [(bounds[-2][0], total)]
     return bounds
 
 

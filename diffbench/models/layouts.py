@@ -73,7 +73,7 @@ UNILM_V2 = Layout("unilm-diff-v2", "v2", "microsoft/unilm Diff-Transformer-V2/mu
 def read_config(directory: Path) -> dict[str, Any]:
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}  # not ours to judge: transformers' config reader gives its own one-line error
     return config if isinstance(config, dict) else {}
 

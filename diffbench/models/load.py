@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ def materialize(ref: ModelRef) -> str:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         publish_directory(staging, target)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, struct.error) as error:  # struct: metadata cut short
         raise ModelLoadError(f"cannot convert GGUF file {str(gguf)!r}: {_first_line(error)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -222,6 +223,27 @@ def _hub_failure(ref: ModelRef, error: BaseException) -> ModelLoadError:
     )
 
 
+# Sizes a decoder needs at least one of; a checkpoint with 0 (or -1) would run as a different model.
+POSITIVE_SIZES = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "vocab_size",
+    "num_key_value_heads",
+)
+
+
+def _refuse_impossible_sizes(ref: Any, config: Any) -> None:
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    for name in POSITIVE_SIZES:
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value < 1:
+            raise ModelLoadError(
+                f"cannot read the config of model {ref.text!r}: a value in config.json is impossible "
+                f"({name} = {value}, must be at least 1); fix config.json or fetch the model again"
+            )
+
+
 def load_config(ref: ModelRef, location: str) -> Any:
     """The model's config, checked to be a causal language model."""
     from huggingface_hub.errors import StrictDataclassError
@@ -242,6 +264,15 @@ def load_config(ref: ModelRef, location: str) -> Any:
         if ref.kind == "hub":
             raise _hub_failure(ref, error) from None
         raise ModelLoadError(f"cannot read the config of model {ref.text!r}: {_first_line(error)}") from None
+    except RecursionError:
+        reason = "its JSON nests too deeply"
+        raise ModelLoadError(f"cannot read the config of model {ref.text!r}: {reason}") from None
+    except ArithmeticError as error:  # e.g. "num_attention_heads": 0, which transformers divides by
+        raise ModelLoadError(
+            f"cannot read the config of model {ref.text!r}: a value in config.json is impossible "
+            f"({_first_line(error)}); fix config.json or fetch the model again"
+        ) from None
+    _refuse_impossible_sizes(ref, config)
     architectures = getattr(config, "architectures", None) or []
     causal_architecture = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
     if (
@@ -408,6 +439,13 @@ def load_weights(
         if ref.kind == "hub":
             raise _hub_failure(ref, error) from None
         raise ModelLoadError(f"cannot load the weights of model {ref.text!r}: {_first_line(error)}") from None
+    except (RuntimeError, IndexError) as error:
+        if "out of memory" in str(error).lower():  # torch.OutOfMemoryError is a RuntimeError: not this
+            raise
+        raise ModelLoadError(  # config.json's shapes (vocab_size, heads) differ from the weights'
+            f"cannot load the weights of model {ref.text!r}: they do not fit its config.json "
+            f"({_first_line(error)}); fix config.json or fetch the model again"
+        ) from None
     from diffbench.models.layouts import layout_of
 
     variant = detect_variant(prepared.config, prepared.location)

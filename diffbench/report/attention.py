@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffbench.errors import DiffbenchError
+from diffbench.store import read_json_object
 
 if TYPE_CHECKING:
     from diffbench.report.runs import Run
@@ -118,11 +119,7 @@ def read_summary(run: Run) -> dict[str, Any] | None:
     path = run.directory / str(noted.get("summary", "attention/attention_summary.json"))
     if run.attention_only and not path.exists():
         return summarise_finished(run.directory)
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return payload if isinstance(payload, dict) else None
+    return read_json_object(path)
 
 
 def summarise_finished(directory: Path) -> dict[str, Any] | None:

@@ -226,6 +226,7 @@ def _accuracy_tables(frame: pd.DataFrame, reference: str | None) -> tuple[pd.Dat
 def _notes(report: ComparisonReport) -> list[str]:
     notes = []
     for run in report.runs:  # an attention run's status is noted by its attention view
+        notes += run.notes
         if run.manifest.status != "complete" and not run.attention_only:
             notes.append(f"run {run.run_id} is {run.manifest.status}: it reports the samples it finished")
     if not report.models:

@@ -27,11 +27,20 @@ DIFFERENCE_CMAP = "RdBu"
 MISSING_COLOR = "#DDDDDD"
 
 
-def _figure(table: pd.DataFrame, title: str, difference: bool) -> Figure:
+def pyplot() -> Any:
+    """matplotlib's pyplot, off-screen, reading every label as plain text: model names and titles are
+    user text, and a name such as ``m$x^$`` must print as typed, not fail as mathtext."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(table: pd.DataFrame, title: str, difference: bool) -> Figure:
+    plt = pyplot()
     from matplotlib.colors import LinearSegmentedColormap, TwoSlopeNorm
 
     rows, cols = table.shape

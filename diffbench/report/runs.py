@@ -12,7 +12,6 @@ sample set, and ``prompt_sha256`` in each record tells the two cases apart.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,14 @@ from diffbench.specs import (
     RunManifest,
     spec_difference,
 )
-from diffbench.store import MANIFEST, RECORDS, read_manifest, read_records, read_versioned_json
+from diffbench.store import (
+    MANIFEST,
+    RECORDS,
+    read_json_object,
+    read_manifest,
+    read_records_counted,
+    read_versioned_json,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,6 +48,7 @@ class Run:
     directory: Path
     manifest: RunManifest
     records: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what reading it found and tolerated (repeated records)
 
     @property
     def run_id(self) -> str:
@@ -82,11 +89,30 @@ def load_run(directory: Path) -> Run:
     if not directory.is_dir():
         raise UsageError(f"{str(directory)!r} is not a directory; pass a run directory written by diffbench")
     manifest = read_manifest(directory)
-    records: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in read_records(directory / RECORDS):
-        # A rerun that recorded a sample twice keeps its latest result.
-        records[(record.model, record.sample_id)] = record.model_dump(mode="json")
-    return Run(directory=directory, manifest=manifest, records=list(records.values()))
+    records, repeats = read_records_counted(directory / RECORDS)
+    run = Run(directory=directory, manifest=manifest, records=[r.model_dump(mode="json") for r in records])
+    if repeats:
+        run.notes.append(f"run {manifest.run_id} repeats {repeats} record(s) identically; each counts once")
+    refuse_lost_records(run)
+    return run
+
+
+def refuse_lost_records(run: Run) -> None:
+    """A run marked complete that holds fewer records than it completed with has lost lines (a cut or
+    edited records.jsonl): refused, since its accuracies would be computed on what happens to remain."""
+    if run.manifest.status != "complete" or not run.manifest.complete_records:
+        return
+    lost = {
+        model: (count, len(run.records_of(model)))
+        for model, count in run.manifest.complete_records.items()
+        if len(run.records_of(model)) < count
+    }
+    if lost:
+        detail = ", ".join(f"{model} {held} of {count}" for model, (count, held) in lost.items())
+        raise RunDirectoryError(
+            f"{str(run.directory)!r} is marked complete but has lost records ({detail}); rerun its command "
+            "(manifest.json: command) with the same --out to redo the missing samples"
+        )
 
 
 def load_attention_run(directory: Path) -> Run:
@@ -203,11 +229,7 @@ def read_model_card(entry: ModelEntry | None) -> dict[str, Any]:
     if entry is None:
         return {}
     path = Path(entry.path) / "diffbench.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return payload if isinstance(payload, dict) else {}
+    return read_json_object(path) or {}
 
 
 def provenance(run: Run, model: str) -> dict[str, Any]:

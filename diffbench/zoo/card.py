@@ -65,11 +65,9 @@ def plot_loss(directory: Path) -> Path | None:
     rows = [r for r in read_log(directory / "train_log.jsonl") if "loss" in r]
     if not rows:
         return None
-    import matplotlib
+    from diffbench.report.heatmap import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))
     steps = [r["step"] for r in rows]
     losses.plot(steps, [r.get("lm_loss", r["loss"]) for r in rows], label="all tokens", linewidth=0.8)

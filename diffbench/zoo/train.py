@@ -20,7 +20,7 @@ from diffbench.checkpoints import LOG_FILE, RESUME_FILE, append_log, atomic_torc
 from diffbench.errors import UsageError
 from diffbench.progress import EventHook
 from diffbench.seeding import derive_seed
-from diffbench.store import acquire_lock, atomic_write_text
+from diffbench.store import acquire_lock, atomic_write_text, read_json_file, read_json_object
 from diffbench.zoo.data import EpisodeMaker, skipped_positions
 from diffbench.zoo.recipes import DexRecipe, TrainRecipe
 from diffbench.zoo.tokenizer import build_tokenizer
@@ -71,8 +71,14 @@ def learning_rate(recipe: TrainRecipe, step: int) -> float:
 def check_directory(out: Path, recipe: TrainRecipe | DexRecipe) -> None:
     """Refuse to mix two recipes in one directory; record the recipe on first use."""
     path = out / RECIPE_FILE
-    if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
+    if path.exists() or path.is_symlink():
+        try:
+            stored = read_json_file(path)
+        except ValueError as problem:
+            stored = problem
+        if not isinstance(stored, dict):
+            reason = stored if isinstance(stored, ValueError) else "it is not a JSON object"
+            raise UsageError(f"{str(path)!r} is damaged ({reason}); restore it, or pass a new --out")
         if stored.get("fingerprint") != recipe.fingerprint():
             raise UsageError(
                 f"{out} holds a training run of another recipe ({stored.get('recipe', {}).get('name')!r}, "
@@ -122,7 +128,7 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
 
     emit = on_event or (lambda kind, payload: None)
     check_directory(out, recipe)
-    finished = json.loads((out / RECIPE_FILE).read_text(encoding="utf-8")).get("result")
+    finished = (read_json_object(out / RECIPE_FILE) or {}).get("result")
     if finished and (out / "model.safetensors").is_file():  # rerunning a finished recipe changes nothing
         return TrainOutcome(
             out, recipe.steps, recipe.tokens, float(finished.get("seconds") or 0), recipe.steps
@@ -193,11 +199,14 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
                 row.update(
                     eval_answer_loss=round(near[0], 5), eval_accuracy=near[1], eval_far_accuracy=far[1]
                 )
+            # The row before the checkpoint: a kill between the two redoes the steps since the previous
+            # checkpoint (trim_log drops their rows), where the other order would lose this row for good.
+            append_log(log_path, row)
+            if "eval_accuracy" in row:
                 atomic_torch_save(
                     {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1},
                     resume_path,
                 )
-            append_log(log_path, row)
             emit("step", row)
         seconds = time.perf_counter() - began
         model.save_pretrained(out)
