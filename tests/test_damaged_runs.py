@@ -23,6 +23,7 @@ from diffbench.store import RunStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 Run = tuple[Path, list[str]]
+SHORT = ["--lengths", "256", "--depths", "1"]
 
 
 def invoke(args: list[str]) -> tuple[int, str]:
@@ -35,6 +36,14 @@ def invoke(args: list[str]) -> tuple[int, str]:
 
 def record_lines(run: Path) -> list[str]:
     return (run / "records.jsonl").read_text().splitlines(keepends=True)
+
+
+def verdicts(run: Path) -> list[tuple[str, bool, bool, float]]:
+    """Each sample's verdict, answer-boundary check and answer log-prob (to 3 decimals), in sample order."""
+    records = [json.loads(line) for line in record_lines(run)]
+    return sorted(
+        (r["sample_id"], r["correct"], r["answer_ended"], round(r["answer_logprob"], 3)) for r in records
+    )
 
 
 def accuracy_table(run: Path) -> str:
@@ -232,3 +241,89 @@ def test_a_disk_that_fills_up_ends_in_one_line_and_the_rerun_completes(
     assert len(records) == 6 and len({r["sample_id"] for r in records}) == 6
     assert record_lines(out)[: len(kept)] == kept  # what finished before the disk filled is untouched
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+# Dies (SIGKILL's exit, no cleanup) at the Nth call of one syscall wrapper: before it, or right after it.
+KILL_AT_SYSCALL = """
+import os, runpy, sys
+name, nth, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+real = getattr(os, name)
+calls = 0
+def dying(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == nth and when == "before":
+        os._exit(137)
+    result = real(*args, **kwargs)
+    if calls == nth:
+        os._exit(137)
+    return result
+setattr(os, name, dying)
+sys.argv = ["diffbench", *sys.argv[4:]]
+runpy.run_module("diffbench", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    ("syscall", "nth", "when"),
+    [("fsync", 1, "before"), ("fsync", 3, "after"), ("fsync", 5, "before"), ("replace", 2, "after")],
+)
+def test_a_kill_at_a_syscall_loses_nothing_and_the_resume_completes(
+    finished_run: Run, tmp_path: Path, subprocess_env: dict[str, str], syscall: str, nth: int, when: str
+) -> None:
+    """Killed at the Nth fsync (a record or file made durable) or os.replace (a file renamed into place),
+    before or just after it: the resume keeps every finished record once and ends with the clean run's."""
+    source, args = finished_run
+    out = tmp_path / "run"
+    argv = [*args[:-1], str(out)]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_SYSCALL, syscall, str(nth), when, *argv],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == 137, killed.stderr
+    kept = record_lines(out) if (out / "records.jsonl").is_file() else []
+    resumed = subprocess.run(
+        [sys.executable, "-m", "diffbench", *argv], env=subprocess_env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert record_lines(out)[: len(kept)] == kept
+    assert verdicts(out) == verdicts(source)
+
+
+def test_names_with_dollar_signs_print_as_typed_in_figures(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    import shutil
+
+    for name in ("m$x^$", "m_$a_b_c$"):  # unbalanced or invalid as mathtext
+        model = tmp_path / name
+        shutil.copytree(tiny_llama_dir, model)
+        out = tmp_path / f"run-{len(name)}"
+        code, stderr = invoke(["niah", "--model", str(model), *SHORT, "--out", str(out)])
+        assert code == 0, stderr
+        assert len(list(out.glob("heatmap_*.png"))) == 1
+        code, stderr = invoke(["report", str(out)])
+        assert code == 0, stderr
+
+
+def test_chunks_shorter_than_the_answer_give_the_same_verdicts(finished_run: Run, tmp_path: Path) -> None:
+    source, args = finished_run
+    out = tmp_path / "run"
+    code, stderr = invoke([*args[:-1], str(out), "--chunk-tokens", "1"])
+    assert code == 0, stderr
+    by_sample = lambda run: {  # noqa: E731
+        r["sample_id"]: (r["correct"], round(r["answer_logprob"], 3))
+        for r in map(json.loads, record_lines(run))
+    }
+    assert by_sample(out) == by_sample(source)
+
+
+def test_check_notes_pairs_whose_score_is_not_finite(finished_run: Run, tmp_path: Path) -> None:
+    baseline, _ = copy_run(finished_run, tmp_path / "a")
+    candidate, _ = copy_run(finished_run, tmp_path / "b")
+    lines = record_lines(candidate)
+    edited = {**json.loads(lines[0]), "score": float("inf")}
+    (candidate / "records.jsonl").write_text(json.dumps(edited) + "\n" + "".join(lines[1:]))
+    code, stderr = invoke(["check", "--baseline", str(baseline), "--candidate", str(candidate)])
+    assert code == 0, stderr
+    assert f"1 of {len(lines)} pairs have a non-finite score" in stderr

@@ -248,10 +248,20 @@ def pipe_for_records(directory: Path) -> None:
     os.mkfifo(directory / "records.jsonl")
 
 
+def renamed(line: str, sample_id: str) -> str:
+    """The record on ``line`` as if it were of another sample."""
+    return json.dumps({**json.loads(line), "sample_id": sample_id}) + "\n"
+
+
 def flipped(line: str) -> str:
     """The record on ``line`` with the opposite verdict."""
     record = json.loads(line)
     return json.dumps({**record, "correct": not record["correct"]}) + "\n"
+
+
+def drop_a_sample(directory: Path) -> None:
+    path = next((directory / "samples").glob("*.jsonl"))
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]))
 
 
 def corrupt_samples(directory: Path) -> None:
@@ -296,10 +306,14 @@ def remove_tokenizer_files(directory: Path) -> None:
         path.unlink()
 
 
-def rename_samples(directory: Path) -> None:
-    edit_records(lambda lines: [line.replace('"sample_id":"niah/', '"sample_id":"other/') for line in lines])(
-        directory
-    )
+def interrupted_after(index: int) -> Callable[[Path], None]:
+    """An interrupted run that finished only its record ``index``: two such runs share no sample."""
+
+    def change(directory: Path) -> None:
+        edit_records(lambda lines: [lines[index]])(directory)
+        edit_json("manifest.json", status="interrupted")(directory)
+
+    return change
 
 
 def several(*steps: Prepare) -> Prepare:
@@ -1100,6 +1114,20 @@ CASES = [
         prepare=copy_dir("run", "run", edit_records(lambda lines: lines[:-1])),
     ),
     Case(
+        "E-RUN-RECORDS-FOREIGN",
+        ["report", "{tmp}/run"],
+        "record(s) of samples this run's task spec does not have (e.g. '",
+        prepare=copy_dir(
+            "run", "run", edit_records(lambda lines: [*lines, renamed(lines[0], "niah/999/0/0")])
+        ),
+    ),
+    Case(
+        "E-RUN-SAMPLES-MISMATCH",
+        resume(),
+        "does not hold this run's samples (a sample is missing, repeated or foreign);",
+        prepare=copy_dir("run", "run", drop_a_sample),
+    ),
+    Case(
         "E-RUN-LINE-TOO-LONG",
         ["report", "{tmp}/run"],
         "is longer than 64 MiB; remove that line to redo its sample",
@@ -1316,9 +1344,11 @@ CASES = [
     ),
     Case(
         "E-CHECK-NO-SHARED-SAMPLES",
-        ["check", "--baseline", "{run}", "--candidate", "{tmp}/run"],
+        ["check", "--baseline", "{tmp}/base", "--candidate", "{tmp}/run"],
         "share no sample id",
-        prepare=copy_dir("run", "run", rename_samples),
+        prepare=several(
+            copy_dir("run", "base", interrupted_after(0)), copy_dir("run", "run", interrupted_after(1))
+        ),
     ),
     Case(
         "E-CHECK-NOT-NIAH",

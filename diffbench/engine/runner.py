@@ -37,7 +37,7 @@ from diffbench.models.load import (
 from diffbench.scoring import answer_ends, contains_answer, ruler_all, ruler_part
 from diffbench.specs import NeedleResult, NiahSpec, Record, Sample
 from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
-from diffbench.tasks.niah import generate_samples
+from diffbench.tasks.niah import generate_samples, sample_ids
 
 ProgressHook = Callable[[str, int], None]
 
@@ -245,6 +245,12 @@ def samples_for(store: RunStore, spec: NiahSpec, prepared: PreparedModel, source
     if samples is None:
         samples = generate_samples(spec, prepared.tokenizer, source)
         store.save_samples(fingerprint, samples)
+    elif sorted(s.sample_id for s in samples) != sorted(sample_ids(spec)):
+        raise RunDirectoryError(
+            f"{str(store.samples_path(fingerprint))!r} does not hold this run's samples (a sample is "
+            "missing, repeated or foreign); delete the file and rerun: the samples are generated again, "
+            "identically"
+        )
     return samples
 
 

@@ -281,6 +281,13 @@ def compare(
     for row in result.rows:
         _decide(row, max_drop, alpha)
     result.notes += _notes(result, baseline, candidate) + unit_notes
+    unscored = sum(not (math.isfinite(p.baseline_score) and math.isfinite(p.candidate_score)) for p in pairs)
+    if score_test and unscored:
+        result.notes.append(
+            f"{unscored} of {len(pairs)} pairs have a non-finite score (NaN or infinite: fp16/bf16 overflow, "
+            "or an edited record) and are left out of the score test; their verdicts still count"
+        )
+    result.notes += baseline.notes + candidate.notes
     return result
 
 

@@ -94,7 +94,24 @@ def load_run(directory: Path) -> Run:
     if repeats:
         run.notes.append(f"run {manifest.run_id} repeats {repeats} record(s) identically; each counts once")
     refuse_lost_records(run)
+    refuse_foreign_records(run)
     return run
+
+
+def refuse_foreign_records(run: Run) -> None:
+    """Records of samples the run's spec does not have (appended from another run) are refused: they
+    would count in accuracies of a grid they were never part of."""
+    from diffbench.tasks.niah import sample_ids
+
+    if not isinstance(run.manifest.spec, NiahSpec):
+        return
+    known = sample_ids(run.manifest.spec)
+    foreign = [r["sample_id"] for r in run.records if r["sample_id"] not in known]
+    if foreign:
+        raise RunDirectoryError(
+            f"{str(run.directory / RECORDS)!r} holds {len(foreign)} record(s) of samples this run's task "
+            f"spec does not have (e.g. {foreign[0]!r}): they come from another run; remove those lines"
+        )
 
 
 def refuse_lost_records(run: Run) -> None:

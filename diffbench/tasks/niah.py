@@ -83,6 +83,22 @@ def prompt_frame(
     return prefix, suffix
 
 
+def sample_id_for(spec: NiahSpec, length: int, depth: float, index: int) -> str:
+    if spec.multi_needle:
+        return multi_sample_id(spec, length, depth, index)
+    return f"niah/{length}/{depth:g}/{index}"
+
+
+def sample_ids(spec: NiahSpec) -> set[str]:
+    """Every sample id the spec's grid has: a record with another id belongs to another run."""
+    return {
+        sample_id_for(spec, length, depth, index)
+        for length in spec.lengths
+        for depth in spec.depths
+        for index in range(spec.samples_per_cell)
+    }
+
+
 def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> list[Sample]:
     """All samples of the grid, sorted by length, depth and sample index."""
     encoder = SegmentEncoder(tokenizer)
@@ -93,11 +109,8 @@ def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> 
             haystack = TokenizedHaystack(encoder, source.units(index))
         for length in spec.lengths:
             for depth in spec.depths:
-                if spec.multi_needle:
-                    sample_id = multi_sample_id(spec, length, depth, index)
-                    build = build_multi
-                else:
-                    sample_id, build = f"niah/{length}/{depth:g}/{index}", _build
+                sample_id = sample_id_for(spec, length, depth, index)
+                build = build_multi if spec.multi_needle else _build
                 samples.append(
                     build(spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index)
                 )
