@@ -183,3 +183,18 @@ def test_batched_branches_equal_one_at_a_time(chunked_llama: Any, tiny_tokenizer
     for position, score in batched.items():
         assert score.greedy_exact == single[position].greedy_exact
         assert score.answer_logprob == pytest.approx(single[position].answer_logprob, abs=1e-4)
+
+
+def test_batches_form_across_depth_cells_of_one_sample_each(chunked_llama: Any, tiny_tokenizer: Any) -> None:
+    """A default-like grid (one sample per cell): neighbouring depths, whose forks lie within one chunk,
+    run as batches, and every score equals the one-at-a-time score."""
+    spec = NiahSpec(lengths=[400], depths=[float(d) for d in range(0, 101, 10)], samples_per_cell=1, seed=3)
+    samples = generate_samples(spec, tiny_tokenizer, load_source("noise", 3))
+    single = {r.position: r.score for r in SharedPrefixEngine(chunked_llama, 64, True).run(jobs_of(samples))}
+    engine = SharedPrefixEngine(chunked_llama, 64, True, batch_size=4)
+    batched = {r.position: r.score for r in engine.run(jobs_of(samples))}
+    assert engine.batched_rows >= 4  # depths 36 tokens apart: at least two rows share a batch twice
+    assert batched.keys() == single.keys()
+    for position, score in batched.items():
+        assert score.predicted_ids == single[position].predicted_ids
+        assert score.answer_logprob == pytest.approx(single[position].answer_logprob, abs=1e-4)

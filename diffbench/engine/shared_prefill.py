@@ -56,9 +56,10 @@ def chunk_bounds(total: int, chunk: int, keep: int) -> list[tuple[int, int]]:
 class SharedPrefixEngine:
     """Runs PromptJobs on one model; yields each result as soon as it is finished.
 
-    With ``batch_size`` > 1, branches with the same fork point and the same length (every sample of a
-    cell whose needles tokenise alike) run as one batch on copies of the trunk's cache: worth it on a
-    GPU, where one sequence leaves the device idle; on a 2-core CPU one sequence already fills it.
+    With ``batch_size`` > 1, branches of the same length whose fork points lie within one chunk (the
+    samples of a cell, and neighbouring depth cells) run as one batch on copies of the trunk's cache:
+    worth it on a GPU, where one short sequence leaves the device idle; on a 2-core CPU one sequence
+    already fills it.
     """
 
     def __init__(self, model: Any, chunk_tokens: int, share: bool = True, batch_size: int = 1) -> None:
@@ -102,20 +103,31 @@ class SharedPrefixEngine:
         return logits
 
     def _groups(self, trunk: Trunk, jobs: list[PromptJob], batching: bool) -> Iterator[list[Branch]]:
-        """Consecutive branches that can run as one batch: same fork, same prompt and answer lengths."""
-        group: list[Branch] = []
+        """Branches to run together, in ascending order of the fork the group starts from.
 
-        def shape(branch: Branch) -> tuple[int, int, int]:
+        Without batching, each branch alone. With it, up to ``batch_size`` branches of one prompt and
+        answer length whose forks lie within one chunk of the group's first: groups form across depth
+        cells (a default grid has one sample per cell), and each row recomputes at most one chunk of
+        the trunk it would otherwise share (rows start at the group's first fork).
+        """
+        ordered = sorted(trunk.branches, key=lambda b: (b.fork, b.position))
+        if not batching:
+            yield from ([branch] for branch in ordered)
+            return
+        forming: dict[tuple[int, int], list[Branch]] = {}
+        groups: list[list[Branch]] = []
+        for branch in ordered:
             job = jobs[branch.position]
-            return branch.fork, len(job.input_ids), len(job.answer_ids)
-
-        for branch in sorted(trunk.branches, key=lambda b: (*shape(b), b.position)):
-            if group and (not batching or len(group) == self.batch_size or shape(group[0]) != shape(branch)):
-                yield group
-                group = []
+            shape = (len(job.input_ids), len(job.answer_ids))
+            group = forming.get(shape)
+            if group and (len(group) == self.batch_size or branch.fork - group[0].fork > self.chunk_tokens):
+                groups.append(group)
+                group = None
+            if group is None:
+                group = forming[shape] = []
             group.append(branch)
-        if group:
-            yield group
+        groups += forming.values()
+        yield from sorted(groups, key=lambda g: (g[0].fork, g[0].position))
 
     def run(self, jobs: list[PromptJob], generation: Generation | None = None) -> Iterator[ScoredJob]:
         """Score every job (trunk by trunk, branches in ascending fork order)."""
