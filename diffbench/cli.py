@@ -31,8 +31,6 @@ stderr = Console(stderr=True)
 stdout = Console()
 
 DEFAULT_MODELS = ["zoo:baseline", "zoo:diff", "zoo:dex"]  # the embedded zoo: all three variants at once
-DEFAULT_LENGTHS = "1k-4k"
-DEFAULT_DEPTHS = "5"
 NIAH_LENGTHS = "1k-64k"
 NIAH_DEPTHS = "3"
 

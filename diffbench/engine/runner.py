@@ -39,8 +39,6 @@ from diffbench.specs import NeedleResult, NiahSpec, Record, Sample
 from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
 from diffbench.tasks.niah import generate_samples, sample_ids
 
-ProgressHook = Callable[[str, int], None]
-
 
 @dataclass(frozen=True)
 class EngineOptions:

@@ -20,7 +20,6 @@ from diffbench.seeding import derive_seed, rng_for
 
 PARAGRAPH_BREAK = "\n\n"
 MIN_SENTENCES = 10
-BUILTIN_SOURCES = ("prose", "noise", "essays")
 
 # RULER-style noise: a handful of bland sentences repeated. Written for diffbench.
 NOISE_SENTENCES = (

@@ -39,8 +39,6 @@ ENDINGS = (
 FIRST_ENDINGS = ("a", "o", "i", "el", "an", "is", "ea", "en", "ia", "or")
 COMPANY_SUFFIXES = ("Labs", "Systems", "Dynamics", "Industries", "Works", "Foods", "Motors", "Logistics")
 
-ENTITY_KINDS = ("company", "person", "city", "product")
-
 
 @dataclass(frozen=True)
 class Entity:
