@@ -481,11 +481,6 @@ def execute_niah(
             f"--device {device} and --device-map auto both place the model: --device-map chooses the "
             "GPUs itself (limit them with CUDA_VISIBLE_DEVICES); leave --device at auto"
         )
-    if attn and options.device_map:
-        raise UsageError(
-            "--attn loads each model on one device and cannot follow --device-map auto; run the niah "
-            "pass with --device-map, then `diffbench attn` on a GPU that holds the model"
-        )
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
         run_niah(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
         return
@@ -800,7 +795,9 @@ def attention_pass(
     from diffbench.analysis.attention_run import AttentionOptions, attach_attention
     from diffbench.progress import sample_progress
 
-    attention_options = AttentionOptions(prefill_chunk=options.chunk_tokens or AttentionOptions.prefill_chunk)
+    attention_options = AttentionOptions(
+        prefill_chunk=options.chunk_tokens or AttentionOptions.prefill_chunk, device_map=options.device_map
+    )
     with sample_progress(stderr, "attn") as on_event:
         outcome = attach_attention(
             directory, models, device, dtype, sys.argv, on_event, task, attention_options

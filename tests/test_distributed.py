@@ -123,6 +123,27 @@ def test_device_map_auto_places_the_model_with_accelerate(
     assert entry["device_map"] and set(entry["device_map"].values()) == {"cpu"}
 
 
+def test_the_attention_pass_follows_device_map_auto(
+    tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """niah --attn --device-map auto loads the attention pass the same way (placement in its manifest)
+    and measures the same attention as a run on one device."""
+    summaries = []
+    for name, extra in (("one-device", ("--attn",)), ("mapped", ("--attn", "--device-map", "auto"))):
+        out = tmp_path / name
+        done = niah(tiny_llama_dir, out, subprocess_env, extra=extra)
+        assert done.returncode == 0, done.stderr
+        summaries.append(json.loads((out / "attention" / "attention_summary.json").read_text()))
+        [entry] = json.loads((out / "attention" / "attention_manifest.json").read_text())["models"]
+        assert bool(entry["device_map"]) == ("--device-map" in extra)
+    plain, mapped = ({row["model"]: row for row in summary["models"]} for summary in summaries)
+    assert plain.keys() == mapped.keys()
+    for model, row in plain.items():
+        for region in ("answer", "needle", "noise", "sink", "question"):
+            if row.get(region) is not None:
+                assert mapped[model][region] == pytest.approx(row[region], abs=1e-6)
+
+
 def test_a_local_rank_past_the_visible_gpus_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """--nproc-per-node above the GPU count: one line naming the count, not a missing cuda:N later."""
     import torch
@@ -179,7 +200,6 @@ def test_device_map_under_torchrun_is_refused(
     ("extra", "phrase"),
     [
         (["--max-memory", "8GB"], "pass only one"),
-        (["--attn"], "cannot follow --device-map auto"),
         (["--device", "cpu"], "leave --device at auto"),
     ],
 )

@@ -41,9 +41,11 @@ class AttentionOptions:
 
     key_chunk: int = 8192
     prefill_chunk: int = 4096
+    device_map: str | None = None  # "auto": the model spread over the GPUs as the niah pass had it
 
     def as_manifest(self) -> dict[str, object]:
-        return {"key_chunk": self.key_chunk, "prefill_chunk": self.prefill_chunk}
+        placement = {"device_map": self.device_map} if self.device_map else {}
+        return {"key_chunk": self.key_chunk, "prefill_chunk": self.prefill_chunk, **placement}
 
 
 @dataclass
@@ -154,7 +156,9 @@ def new_manifest(
 
 
 @contextlib.contextmanager
-def tracked(directory: Path, manifest: dict[str, Any], device: Any) -> Iterator[None]:
+def tracked(
+    directory: Path, manifest: dict[str, Any], device: Any, every_gpu: bool = False
+) -> Iterator[None]:
     """The manifest says running, then complete, interrupted or failed, with the time and peak memory.
 
     Time adds up over resumed passes; the peak memory is the largest of them.
@@ -176,7 +180,7 @@ def tracked(directory: Path, manifest: dict[str, Any], device: Any) -> Iterator[
         raise
     finally:
         manifest["wall_seconds"] = round(manifest["wall_seconds"] + time.perf_counter() - started, 3)
-        peak = round(peak_memory_mb(device), 1)
+        peak = round(peak_memory_mb(device, every_gpu), 1)
         manifest["peak_memory_mb"] = max(manifest["peak_memory_mb"] or 0.0, peak)
         manifest["updated_at"] = now_iso()
         write_json(directory / MANIFEST, manifest)
@@ -249,7 +253,7 @@ def attach_attention(
             work.append((item, [u for u in units if (item.ref.name, u.sample_id) not in done]))
         on_event("plan", sum(len(pending) for _, pending in work))
         try:
-            with tracked(directory, manifest, device):
+            with tracked(directory, manifest, device, bool(options.device_map)):
                 _note_in_run(run_directory, manifest)
                 for item, pending in work:
                     analyse_model(
@@ -358,7 +362,7 @@ def _run_models(
     manifest: dict[str, Any],
     on_event: EventHook,
 ) -> None:
-    from diffbench.store import ensure_directory
+    from diffbench.store import atomic_write_text, ensure_directory
     from diffbench.tasks.niah import generate_samples
 
     work = []
@@ -367,7 +371,7 @@ def _run_models(
         samples = generate_samples(spec, item.tokenizer, source)
         sample_dir = ensure_directory(directory / "samples")
         lines = [sample.model_dump_json() + "\n" for sample in samples]
-        (sample_dir / f"{item.tokenizer_fingerprint}.jsonl").write_text("".join(lines), encoding="utf-8")
+        atomic_write_text(sample_dir / f"{item.tokenizer_fingerprint}.jsonl", "".join(lines))
         work.append((item, samples))
     on_event("plan", sum(len(samples) for _, samples in work))
     for item, samples in work:
@@ -401,7 +405,8 @@ def analyse_model(
     if not units:
         return
     on_event("status", f"loading {item.ref.name}")
-    loaded = load_weights(item, device, dtype, attention_implementation(device, dtype, item.config))
+    attention = attention_implementation(device, dtype, item.config)
+    loaded = load_weights(item, device, dtype, attention, options.device_map)
     entry = loaded.entry
     manifest["models"] = [m for m in manifest["models"] if m["name"] != entry.name]
     manifest["models"].append(entry.model_dump(mode="json"))
