@@ -200,7 +200,8 @@ def build_needle(
     given = {"--needle": needle, "--question": question, "--answer": answer}
     blank = [flag for flag, value in given.items() if not value.strip()]
     if blank:
-        raise UsageError(f"{' and '.join(blank)} is empty; a custom needle needs text in all three")
+        verb = "is" if len(blank) == 1 else "are"
+        raise UsageError(f"{' and '.join(blank)} {verb} empty; a custom needle needs text in all three")
     if answer not in needle:
         raise UsageError(
             f"--answer {answer!r} does not occur in --needle; the needle must contain the answer"

@@ -182,7 +182,8 @@ class NeedleTable(_Strict):
             raise ValueError(f"a custom needle needs needle, question and answer: add {missing}")
         blank = [name for name, value in custom.items() if value is not None and not value.strip()]
         if blank:
-            raise ValueError(f"{' and '.join(repr(name) for name in blank)} is empty; give it text")
+            verb, them = ("is", "it") if len(blank) == 1 else ("are", "them")
+            raise ValueError(f"{' and '.join(repr(name) for name in blank)} {verb} empty; give {them} text")
         if self.needle is not None and self.answer is not None and self.answer not in self.needle:
             raise ValueError(
                 f"answer {quote(self.answer)} does not occur in the needle; the needle must contain it"

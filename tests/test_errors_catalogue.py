@@ -783,6 +783,12 @@ CASES = [
         prepare=write("task.toml", TASK + '[needle]\nneedle = "Blue."\nquestion = "?"\nanswer = "red"\n'),
     ),
     Case(
+        "E-TASKFILE-NEEDLE-EMPTY",
+        RUN_TASK,
+        "' is empty; give it text",
+        prepare=write("task.toml", TASK + '[needle]\nneedle = "Blue."\nquestion = " "\nanswer = "Blue"\n'),
+    ),
+    Case(
         "E-TASKFILE-NEEDLES",
         RUN_TASK,
         "field 'needles': queries 3 is more than needles 2",
