@@ -440,7 +440,7 @@ def load_weights(
             raise _hub_failure(ref, error) from None
         raise ModelLoadError(f"cannot load the weights of model {ref.text!r}: {_first_line(error)}") from None
     except (RuntimeError, IndexError) as error:
-        if "out of memory" in str(error).lower():  # torch.OutOfMemoryError is a RuntimeError: not this
+        if isinstance(error, RuntimeError) and "mismatch" not in str(error):  # out of memory, CUDA: not this
             raise
         raise ModelLoadError(  # config.json's shapes (vocab_size, heads) differ from the weights'
             f"cannot load the weights of model {ref.text!r}: they do not fit its config.json "
