@@ -7,37 +7,28 @@ dropped and redone, so the log of a resumed run equals the log of an uninterrupt
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from diffbench.errors import DiffbenchError
-from diffbench.store import atomic_write_text, decode_json
+from diffbench.store import atomic_write_bytes, atomic_write_text, decode_json
 
 RESUME_FILE = "resume.pt"  # the training state a rerun continues from
 LOG_FILE = "train_log.jsonl"  # one JSON row per step
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
-    """``torch.save`` into a temporary file, fsync, then rename over ``path``."""
+    """``torch.save`` written like every other run file (``atomic_write_bytes``: temporary, fsync, rename)."""
     import torch
 
-    temporary: Path | None = None
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-            temporary = Path(handle.name)
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:  # torch reports a full disk as RuntimeError
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-        raise DiffbenchError(
-            f"cannot write {str(path)!r}: {error}; the previous checkpoint is kept, free space and rerun"
-        ) from None
+        atomic_write_bytes(path, buffer.getvalue())
+    except DiffbenchError as error:
+        raise DiffbenchError(f"{error}; the previous checkpoint is kept, free space and rerun") from None
 
 
 def append_log(path: Path, row: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.errors import RunDirectoryError, UsageError
-from diffbench.store import read_json_object
+from diffbench.store import append_durably, read_json_object
 
 SCHEMA_VERSION = 1
 MANIFEST = "attention_manifest.json"
@@ -88,12 +88,6 @@ def check_supported(prepared: Any) -> None:
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(prepared.config)
     attention_layers(skeleton)
-
-
-def _append(path: Path, lines: list[str]) -> None:
-    from diffbench.store import append_durably
-
-    append_durably(path, "".join(lines))
 
 
 def run_attention(
@@ -424,9 +418,9 @@ def analyse_model(
         result = analyse(loaded, unit, options)
         about = {**context, **result.about}
         lines = [json.dumps({**about, **record}) + "\n" for record in result.records]
-        _append(directory / RECORDS, lines)
+        append_durably(directory / RECORDS, "".join(lines))
         verdict = {**about, **result.verdict, "seconds": round(time.perf_counter() - started, 4)}
-        _append(directory / SAMPLE_RESULTS, [json.dumps(verdict) + "\n"])
+        append_durably(directory / SAMPLE_RESULTS, json.dumps(verdict) + "\n")
         on_event("done", verdict)
     del loaded
     gc.collect()
