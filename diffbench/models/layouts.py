@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.errors import ModelLoadError
+from diffbench.store import read_json_object
 
 LAYOUT_NOTE = "diffbench_layout.json"  # in a converted directory: which layout it came from, and how
 _ATTENTION = re.compile(r"^(?:model\.)?layers\.(\d+)\.self_attn\.(.+)$")
@@ -71,11 +72,8 @@ UNILM_V2 = Layout("unilm-diff-v2", "v2", "microsoft/unilm Diff-Transformer-V2/mu
 
 
 def read_config(directory: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return {}  # not ours to judge: transformers' config reader gives its own one-line error
-    return config if isinstance(config, dict) else {}
+    # A damaged one is not ours to judge: transformers' config reader gives its own one-line error.
+    return read_json_object(directory / "config.json") or {}
 
 
 def weight_files(directory: Path) -> list[Path]:
