@@ -30,7 +30,8 @@ from diffbench.analysis.attention_mass import (
     pairing_for,
     row_probabilities,
 )
-from diffbench.cli import app, build_needle
+from diffbench.cli import app
+from diffbench.cli.common import build_needle
 from diffbench.tasks.niah import generate_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

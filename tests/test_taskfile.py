@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import diffbench.cli
-import diffbench.cli_halluc
+import diffbench.cli.halluc
+import diffbench.cli.niah
+import diffbench.cli.options
 from diffbench import taskfile
 from diffbench.cli import app
 from diffbench.errors import UsageError
@@ -87,8 +88,8 @@ class Captured:
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
     capture = Captured()
-    monkeypatch.setattr(diffbench.cli, "execute_niah", capture)
-    monkeypatch.setattr(diffbench.cli_halluc, "execute_halluc", capture)
+    monkeypatch.setattr(diffbench.cli.niah, "execute_niah", capture)
+    monkeypatch.setattr(diffbench.cli.halluc, "execute_halluc", capture)
     return capture
 
 
@@ -163,7 +164,8 @@ def test_the_shipped_suites_have_their_documented_grids() -> None:
     assert isinstance(probes.spec, HallucSpec)
     assert probes.spec.probes == ["factsum", "factqa", "unanswerable", "counterfactual", "contrastive"]
     assert (probes.spec.lengths, probes.spec.samples_per_cell, probes.spec.mode) == ([4096], 100, "both")
-    assert probes.models == ("zoo:baseline", "zoo:diff", "zoo:dex") == tuple(diffbench.cli.DEFAULT_MODELS)
+    default_models = tuple(diffbench.cli.options.DEFAULT_MODELS)
+    assert probes.models == ("zoo:baseline", "zoo:diff", "zoo:dex") == default_models
 
 
 def test_the_multi_needle_sweep_runs_the_diff_papers_grid_each_as_its_niah_options(

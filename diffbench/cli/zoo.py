@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from diffbench.cli.console import stderr, stdout, user_errors
+
 zoo_app = typer.Typer(
     help="The embedded tiny models (zoo:baseline, zoo:diff, zoo:dex): list, train, card.",
     no_args_is_help=True,
@@ -21,8 +23,6 @@ def zoo_list(
     json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
 ) -> None:
     """The zoo's models with their size, training and measured NIAH accuracy by length."""
-    from diffbench.cli import stdout, user_errors
-
     with user_errors():
         from diffbench.report.tables import rich_table
         from diffbench.zoo import zoo_model_dir
@@ -78,8 +78,6 @@ def zoo_train(
     ] = None,
 ) -> None:
     """Train a zoo model from its seeded recipe: same seed and threads, same loss curve."""
-    from diffbench.cli import stderr, stdout, user_errors
-
     with user_errors():
         from diffbench.errors import UsageError
         from diffbench.zoo import check_zoo_name
@@ -172,8 +170,6 @@ def zoo_card(
     ] = None,
 ) -> None:
     """Rewrite a zoo model's README.md card, adding the NIAH grid of a run when given."""
-    from diffbench.cli import stdout, user_errors
-
     with user_errors():
         from diffbench.zoo import zoo_model_dir
         from diffbench.zoo.card import attach_grid, write_card

@@ -1,7 +1,4 @@
-"""`diffbench halluc`: the hallucination probes P1-P5 (PROBES.md) and --dataset runs.
-
-Kept apart from cli.py so that file stays a thin index of commands; registered there in one line.
-"""
+"""`diffbench halluc`: the hallucination probes P1-P5 (docs: probes) and --dataset runs."""
 
 from __future__ import annotations
 
@@ -12,7 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from diffbench.cli import (
+from diffbench.cli.common import attention_pass, engine_options, print_attention
+from diffbench.cli.console import print_renderables, stderr, stdout, user_errors
+from diffbench.cli.options import (
     DEFAULT_MODELS,
     AttnOption,
     ChatTemplateOption,
@@ -25,10 +24,6 @@ from diffbench.cli import (
     ResultsDirOption,
     RopeScalingOption,
     SeedOption,
-    engine_options,
-    stderr,
-    stdout,
-    user_errors,
 )
 
 if TYPE_CHECKING:
@@ -123,7 +118,6 @@ def execute_halluc(
 ) -> None:
     """Run the probes with a progress bar on stderr, then write and show the summary: the one path of
     `halluc` and of `run` on a ``task = "halluc"`` file. ``attn`` adds the attention pass (RUN/attention)."""
-    from diffbench.cli import attention_pass, print_attention, print_renderables
     from diffbench.progress import sample_progress
     from diffbench.report.halluc import summarize, summary_renderables
     from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json

@@ -1,0 +1,260 @@
+"""`diffbench niah`: the needle-in-a-haystack grid, and the one path every NIAH run takes to its report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from diffbench.cli.common import attention_pass, build_needle, engine_options, print_attention
+from diffbench.cli.console import stderr, stdout, user_errors
+from diffbench.cli.options import (
+    DEFAULT_MODELS,
+    NIAH_DEPTHS,
+    NIAH_LENGTHS,
+    AnswerOption,
+    AnswerPrefixOption,
+    AttnOption,
+    ChatTemplateOption,
+    DepthsOption,
+    DeviceOption,
+    DtypeOption,
+    HaystackOption,
+    JsonOption,
+    LengthsOption,
+    ModelsOption,
+    NeedleOption,
+    QuestionOption,
+    ResultsDirOption,
+    RopeScalingOption,
+    SamplesOption,
+    SeedOption,
+)
+from diffbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from diffbench.engine.runner import EngineOptions
+
+
+def niah(
+    model: ModelsOption = None,
+    lengths: LengthsOption = NIAH_LENGTHS,
+    depths: DepthsOption = NIAH_DEPTHS,
+    samples: SamplesOption = 1,
+    seed: SeedOption = 0,
+    haystack: HaystackOption = "prose",
+    needle: NeedleOption = None,
+    question: QuestionOption = None,
+    answer: AnswerOption = None,
+    answer_prefix: AnswerPrefixOption = None,
+    answer_budget: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Tokens reserved for the answer; the prompt is length minus this "
+            "(default: 32 per asked needle, 64 with --values uuids).",
+        ),
+    ] = None,
+    needles: Annotated[
+        int, typer.Option(min=1, help="Needles per prompt (N); the first asked one sits at each depth.")
+    ] = 1,
+    queries: Annotated[
+        int | None,
+        typer.Option(min=1, help="Needles asked (R ≤ N; default 1, all N with --kind multivalue)."),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="multikey | multiquery | multivalue (RULER); default from --queries."),
+    ] = None,
+    values: Annotated[
+        str, typer.Option(help="Needle values: numbers (7 digits) | words | uuids.")
+    ] = "numbers",
+    generate: Annotated[
+        bool | None,
+        typer.Option(
+            "--generate/--teacher-forced",
+            help="Score greedily decoded text (RULER's all/part at word bounds) or the teacher-forced "
+            "answer; default: decoded when several values are asked (--queries > 1), else teacher-forced.",
+        ),
+    ] = None,
+    chat_template: ChatTemplateOption = "auto",
+    rope_scaling: RopeScalingOption = "none",
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: results/<time>_niah_<model>).")
+    ] = None,
+    results_dir: ResultsDirOption = Path("results"),
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    json_output: JsonOption = False,
+    haystack_per_sample: Annotated[
+        bool,
+        typer.Option(
+            "--haystack-per-sample",
+            help="Give each sample index its own haystack text (default: one haystack for all, as RULER).",
+        ),
+    ] = False,
+    prefix_sharing: Annotated[
+        bool,
+        typer.Option(
+            "--prefix-sharing/--no-prefix-sharing",
+            help="Prefill the haystack shared by many prompts once (same verdicts, less work).",
+        ),
+    ] = True,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(help="Budget for weights + KV cache + activations, e.g. 8GB; sets the chunk size."),
+    ] = None,
+    device_map: Annotated[
+        str | None,
+        typer.Option(
+            help="'auto': spread each model over all visible GPUs with accelerate (too big for one)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Equal-length prompts per batch (default: 1 on CPU, what fits on CUDA)."),
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Tokens per prefill chunk (default 4096, or what --max-memory allows)."),
+    ] = None,
+    attn: AttnOption = False,
+    precision_audit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="In bf16/fp16, also score each model's first N samples from float32 weights and report "
+            "the log-prob drift and flipped verdicts (0: off).",
+        ),
+    ] = 8,
+) -> None:
+    """Needle-in-a-haystack over a depth × length grid, token-exact in each model's tokenizer."""
+    with user_errors():
+        from diffbench.tasks.niah import build_niah_spec
+
+        spec = build_niah_spec(
+            lengths,
+            depths,
+            samples,
+            seed,
+            haystack,
+            build_needle(needle, question, answer, answer_prefix),
+            chat_template,
+            answer_budget,
+            rope_scaling,
+            generate=generate,
+            haystack_per_sample=haystack_per_sample,
+            needles=needles,
+            queries=queries,
+            kind=kind,
+            values=values,
+        )
+        options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
+        options = dataclasses.replace(options, precision_audit=precision_audit)
+        execute_niah(
+            spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options, attn
+        )
+
+
+def sweep_directory(spec: Any, label: str, models: list[str], out: Path | None, results_dir: Path) -> Path:
+    """Where one run of a needles sweep goes: OUT/n4-r2 with --out, else an unfinished run of the
+    same spec (to resume) or a new directory named after the run (runs of one second never collide)."""
+    from diffbench.engine.runner import default_run_directory
+    from diffbench.store import find_resumable
+
+    if out is not None:
+        return out / label
+    found = find_resumable(results_dir, spec, models)
+    return found or default_run_directory(results_dir, f"{spec.task}-{label}", models)
+
+
+def execute_niah(
+    spec: Any,
+    models: list[str],
+    out: Path | None,
+    results_dir: Path,
+    device: str,
+    dtype: str,
+    json_output: bool,
+    options: EngineOptions,
+    attn: bool = False,
+) -> None:
+    """Run with a progress bar on stderr, then write and show the reports."""
+    from diffbench.engine.distributed import launched_rank
+    from diffbench.engine.precision import audit_warning
+    from diffbench.engine.runner import run_niah
+    from diffbench.progress import sample_progress
+    from diffbench.report.run_report import write_run_report
+    from diffbench.report.summary import grid
+    from diffbench.report.tables import grid_table
+
+    if options.device_map and device != "auto":
+        raise UsageError(
+            f"--device {device} and --device-map auto both place the model: --device-map chooses the "
+            "GPUs itself (limit them with CUDA_VISIBLE_DEVICES); leave --device at auto"
+        )
+    if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
+        run_niah(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
+        return
+    if attn:  # a model the attention cannot read is refused before the niah run, not after it
+        from diffbench.analysis.attention_run import prepare_supported
+
+        prepare_supported(spec, models, lambda kind, payload: None)
+    with sample_progress(stderr) as on_event:
+        outcome = run_niah(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
+    attention = None
+    if attn:
+        from diffbench.analysis.attention_run import NIAH_TASK
+
+        attention = attention_pass(NIAH_TASK, outcome.directory, models, device, dtype, options)
+    report = write_run_report(outcome.directory)
+    if outcome.resumed_records:
+        stderr.print(f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new")
+    if json_output:
+        payload = {**report.summary, "directory": str(outcome.directory)}
+        if attention is not None:
+            payload["attention"] = attention
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    models_in_run = list(report.cells["model"].unique())
+    if len(models_in_run) > 1:  # several models: the comparison report (differences, Δ with intervals)
+        from diffbench.report.compare import build_report, terminal_tables
+
+        comparison = build_report([outcome.directory], None, None)
+        for table in terminal_tables(comparison):
+            stdout.print(table)
+        files = len(comparison.files)
+        stderr.print(f"report: {comparison.out} ({files} files)", markup=False, highlight=False)
+    else:
+        for name in models_in_run:
+            stdout.print(grid_table(grid(report.cells, name), f"{name}: accuracy by depth × length"))
+    for row in report.summary["models"]:
+        recall = f", recall {row['recall']:.3f}" if row.get("recall") is not None else ""
+        forced = ""
+        if row.get("teacher_forced_agreement") is not None:
+            forced = (
+                f" (greedy decoding; teacher-forced {row['teacher_forced_accuracy']:.3f}, "
+                f"verdicts agree on {row['teacher_forced_agreement']:.0%})"
+            )
+        stdout.print(
+            f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f}{recall} "
+            f"over {row['n']} samples{forced}"
+        )
+        audit = report.summary.get("precision_audit", {}).get(row["model"])
+        warning = audit_warning(row["model"], audit) if audit else None
+        if warning:
+            stderr.print(f"warning: {warning}", markup=False, highlight=False)
+        if row.get("nonfinite_logprobs"):
+            stderr.print(
+                f"warning: {row['model']} has {row['nonfinite_logprobs']} NaN or infinite answer log-probs "
+                f"(low-precision overflow?); means leave them out: rerun with --dtype float32 to compare",
+                markup=False,
+                highlight=False,
+            )
+    if attention is not None:
+        print_attention(attention)
+    stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)
