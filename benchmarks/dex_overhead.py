@@ -31,8 +31,8 @@ LABELS = {"baseline": "baseline", **timing.DEX_LABELS}
 def build_models(model_text: str, max_length: int, count_text: str) -> tuple[dict[str, Any], int, int]:
     """The baseline and its DEX variants (keyed and ordered as LABELS), DEX heads per layer, heads."""
     from diffbench.attention.dex import head_geometry
-    from diffbench.attention.dex_convert import load_for_dex
-    from diffbench.attention.dex_select import parse_heads_per_layer
+    from diffbench.training.dex_convert import load_for_dex
+    from diffbench.training.dex_select import parse_heads_per_layer
 
     baseline = load_for_dex(model_text, max_length).model
     _, num_heads, _ = head_geometry(baseline)

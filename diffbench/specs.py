@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from diffbench.errors import UsageError
 
 SCHEMA_VERSION = 1
 
@@ -313,3 +316,20 @@ def stable_hash(payload: object) -> str:
     """sha256 of canonical JSON: the same content always gives the same hash."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def parse_judge(text: str) -> str:
+    """Validate --judge without loading anything: 'rule' or 'nli:PATH' (an existing directory)."""
+    if text == "rule":
+        return text
+    kind, _, path = text.partition(":")
+    if kind != "nli" or not path:
+        raise UsageError(
+            f"unknown --judge {text!r}: use 'rule' or 'nli:PATH' (a local NLI checkpoint directory)"
+        )
+    if not Path(path).is_dir():
+        raise UsageError(
+            f"--judge {text!r}: no checkpoint directory at {path!r}; pass the local directory of an "
+            "AutoModelForSequenceClassification NLI model"
+        )
+    return f"nli:{Path(path).resolve()}"

@@ -520,7 +520,7 @@ def test_table3_view_of_a_diffllama_and_a_dex_model(
     tiny_llama_dir: Path, diffllama_dir: Path, tmp_path: Path
 ) -> None:
     """The zoo's pairing: Diff's negative share and DEX's value-term column, the figure with both."""
-    from diffbench.attention.dex_convert import convert
+    from diffbench.training.dex_convert import convert
 
     dex = convert(str(tiny_llama_dir), tmp_path / "tiny-dex", "0.5", "entropy", "layer", 0, []).directory
     out = tmp_path / "results" / "run"

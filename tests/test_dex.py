@@ -33,11 +33,11 @@ from diffbench.attention.dex import (
     set_schedule,
     use_rms_norm,
 )
-from diffbench.attention.dex_adapt import AdaptOptions, adapt
-from diffbench.attention.dex_convert import convert, load_for_dex
-from diffbench.attention.dex_select import head_scores, parse_heads_per_layer, pick_heads
 from diffbench.cli import app
 from diffbench.errors import UsageError
+from diffbench.training.dex_adapt import AdaptOptions, adapt
+from diffbench.training.dex_convert import convert, load_for_dex
+from diffbench.training.dex_select import head_scores, parse_heads_per_layer, pick_heads
 
 HEADS = [[0, 2], [1, 3]]
 runner = CliRunner()
@@ -213,7 +213,7 @@ def test_save_load_round_trip_gives_identical_logits(
 def test_head_selection_is_deterministic_and_picks_the_count(
     model: Any, tiny_tokenizer: Any, rule: str
 ) -> None:
-    from diffbench.attention.dex_data import prose_blocks
+    from diffbench.training.dex_data import prose_blocks
 
     batches = prose_blocks(tiny_tokenizer, 0, "calibration", 2, 64)
     scores = head_scores(model, batches, rule)
@@ -285,8 +285,8 @@ def test_user_text_is_split_into_held_out_and_seeded_training_blocks(
 ) -> None:
     import itertools
 
-    from diffbench.attention.dex_data import adaptation_blocks, resolve_data
     from diffbench.haystack.prose import iter_prose_paragraphs
+    from diffbench.training.dex_data import adaptation_blocks, resolve_data
 
     paragraphs = itertools.islice(iter_prose_paragraphs(7), 60)
     (tmp_path / "notes.txt").write_text("\n\n".join(" ".join(p) for p in paragraphs))
@@ -344,7 +344,7 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from diffbench.attention.dex_adapt import AdaptOptions, adapt
+    from diffbench.training.dex_adapt import AdaptOptions, adapt
 
     def on_event(kind, payload):
         # A hard kill two steps after the checkpoint at step 4: steps 5-6 are logged but not saved.

@@ -1,9 +1,9 @@
 """Differential Transformer V1 (transformers' DiffLlama) and V2 (diffbench's) against plain-torch oracles.
 
 Tiny random float32 models (hidden 64, 4 heads, 2 layers). The oracles in diffbench.attention.reference
-are written from METHODS.md, so agreement to 1e-5 pins the layouts down: which heads pair up, which KV
-heads a pair reads, which layer index λ_init uses. The rest checks what diffbench's engine relies on:
-causality, save/load, logits_to_keep, KV caching, generate() and the niah CLI end to end.
+are written from docs/design/methods.md, so agreement to 1e-5 pins the layouts down: which heads pair
+up, which KV heads a pair reads, which layer index λ_init uses. The rest checks what diffbench's engine
+relies on: causality, save/load, logits_to_keep, KV caching, generate() and the niah CLI end to end.
 """
 
 from __future__ import annotations
@@ -196,8 +196,8 @@ def test_logits_to_keep_and_chunked_cache_match_the_full_pass(
 ) -> None:
     """The engine's shortcuts: last-position logits only, prefill continued from a cache, and the
     engine's mask-free chunk attention and reserved cache, for every variant."""
+    from diffbench.attention.chunked import register_chunked_attention
     from diffbench.cache_api import forward_with_cache, new_dynamic_cache
-    from diffbench.engine.chunked_attention import register_chunked_attention
     from diffbench.engine.kv_cache import reserved_cache_for
 
     model = tiny_model(variant)

@@ -1,4 +1,4 @@
-"""The probes' exact checks on hand-built outputs: every branch of every verdict (PROBES.md P1-P5)."""
+"""The probes' exact checks on hand-built outputs: every verdict's branches (docs/design/probes.md P1-P5)."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def mean(flags: list[bool]) -> float:
 
 
 def headline(probe: str, rows: list[dict[str, Any]]) -> tuple[float, int]:
-    """PROBES.md's headline of one model × probe × mode, and the count it is a rate over."""
+    """docs/design/probes.md's headline of one model × probe × mode, and the count it is a rate over."""
     details = [row["details"] for row in rows]
     if probe == "unanswerable":  # balanced accuracy over the answerable and the unanswerable halves
         halves = [

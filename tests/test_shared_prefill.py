@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from diffbench.engine.chunked_attention import (
+from diffbench.attention.chunked import (
     CHUNKED_ATTENTION,
     grouped_attention,
     register_chunked_attention,

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from diffbench.checkpoints import read_log
 from diffbench.cli import app
+from diffbench.training.episodes import EpisodeMaker, skipped_positions
+from diffbench.training.tokenizer import build_tokenizer
+from diffbench.training.zoo_train import train
 from diffbench.zoo import zoo_root
-from diffbench.zoo.data import EpisodeMaker, skipped_positions
 from diffbench.zoo.recipes import RECIPES, ZOO_NAMES, Phase, TrainRecipe
-from diffbench.zoo.tokenizer import build_tokenizer
-from diffbench.zoo.train import train
 
 runner = CliRunner()
 
@@ -162,7 +162,7 @@ def test_diff_recipe_trains_a_difflama_of_the_same_budget(tmp_path: Path, one_to
 
 def test_dex_recipe_converts_and_adapts_a_zoo_trained_source(tmp_path: Path, one_torch_thread: None) -> None:
     from diffbench.attention.dex import is_dex_checkpoint, read_dex_manifest
-    from diffbench.zoo.adapt import train_dex
+    from diffbench.training.zoo_dex import train_dex
     from diffbench.zoo.recipes import DexRecipe
 
     train(TINY, tmp_path / "source")
@@ -187,7 +187,7 @@ def test_dex_recipe_converts_and_adapts_a_zoo_trained_source(tmp_path: Path, one
 
 def test_shipped_models_are_small_and_load_as_their_variant() -> None:
     from diffbench.models.load import detect_variant, load_config, resolve_model_ref
-    from diffbench.zoo.card import directory_mb
+    from diffbench.report.zoo_card import directory_mb
 
     expected = {"baseline": "baseline", "diff": "diff", "dex": "dex"}
     for name in ZOO_NAMES:
@@ -247,7 +247,7 @@ def test_a_position_skip_still_lets_the_question_see_the_needle(tiny_llama: Any)
     """Changing a token before the jump changes the last logits: the skip is no packed-sequence boundary."""
     import torch
 
-    from diffbench.zoo.train import next_token_logits
+    from diffbench.training.zoo_train import next_token_logits
 
     torch.manual_seed(0)
     vocab = tiny_llama.config.vocab_size
@@ -292,7 +292,7 @@ def test_a_kill_between_log_and_checkpoint_loses_no_log_row(
 ) -> None:
     """Killed the moment step 3's checkpoint lands: the resume starts at step 3 and the log still holds
     each of the 6 rows once (with the checkpoint written before its row, row 3 was lost)."""
-    import diffbench.zoo.train as training
+    import diffbench.training.zoo_train as training
 
     class Stop(Exception):
         pass

@@ -492,7 +492,7 @@ def lookback_ratios(
 
     The context is keys [0, context_end) (the prompt before its response header); the new tokens are
     the header and the answer up to the row, the keys a decoding step at that row sees. Diff heads use
-    the positive part of their net map, max(A1 − λ·A2, 0) (PROBES.md), so a mean stays a mass.
+    the positive part of their net map, max(A1 − λ·A2, 0) (docs/design/probes.md), so a mean stays a mass.
     """
     import torch
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from diffbench.report.heatmap import pyplot, save_figure
+from diffbench.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

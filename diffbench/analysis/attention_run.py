@@ -78,7 +78,7 @@ def check_supported(prepared: Any) -> None:
     from transformers import AutoModelForCausalLM
 
     from diffbench.analysis.attention_mass import attention_layers
-    from diffbench.engine.chunked_attention import supports_chunked_attention
+    from diffbench.attention.chunked import supports_chunked_attention
 
     if not supports_chunked_attention(prepared.config):
         raise UsageError(

@@ -1,6 +1,6 @@
 """``halluc --attn``: where each model's attention goes on the probe items, and Lookback Lens's ratio.
 
-Two diagnostics of PROBES.md, on the run's own items and the model's own answers:
+Two diagnostics of docs/design/probes.md, on the run's own items and the model's own answers:
 
 - **Table 3 view.** At the query row that emits the first answer token, each head's share of attention
   on the answer tokens in the document (``answer``), on the sentences carrying the answer (``needle``)
@@ -44,7 +44,7 @@ class HallucUnit:
 
 
 def hallucinated(probe: str, details: dict[str, Any], correct: bool) -> bool | None:
-    """The rule checks' hallucination label of one generated answer (PROBES.md's per-probe checks).
+    """The rule checks' hallucination label of one generated answer (the probe designs' checks).
 
     P1/P2: not hallucination-free; P3: a fabricated value (an abstention on an answerable question is
     wrong but invents nothing); P4: the answer does not follow the context; --dataset: unsupported numbers.

@@ -1,4 +1,4 @@
-"""Plain-torch oracles of the differential attention operators, written from METHODS.md, for the tests.
+"""Plain-torch oracles of the differential attention operators, from docs/design/methods.md, for tests.
 
 One head pair at a time, one formula per line, no transformers helpers: when these agree with
 transformers' DiffLlama and with ``diff_v2.DiffV2Attention`` to float32 precision, the layouts the docs

@@ -38,7 +38,7 @@ def dex_convert(
 ) -> None:
     """Pick heads by calibration and add DEX parameters that start as an exact identity."""
     with user_errors():
-        from diffbench.attention.dex_convert import convert
+        from diffbench.training.dex_convert import convert
 
         stderr.print(f"dex convert: calibrating {model} ({select})", markup=False, highlight=False)
         outcome = convert(model, out, heads_per_layer, select, share, seed, sys.argv)
@@ -87,7 +87,7 @@ def dex_adapt(
 ) -> None:
     """Adapt with λ annealing on a small token budget; progress on stderr, loss log in --out."""
     with user_errors():
-        from diffbench.attention.dex_adapt import AdaptOptions, adapt
+        from diffbench.training.dex_adapt import AdaptOptions, adapt
 
         options = AdaptOptions(
             model=model,
@@ -162,7 +162,7 @@ def dex_fold(
 ) -> None:
     """Fold a linear DEX into o_proj: same outputs, zero inference overhead."""
     with user_errors():
-        from diffbench.attention.dex_convert import fold
+        from diffbench.training.dex_convert import fold
 
         outcome = fold(model, out, sys.argv)
         stdout.print(f"folded DEX into o_proj: {outcome.directory}", markup=False, highlight=False)

@@ -118,10 +118,10 @@ def execute_halluc(
 ) -> None:
     """Run the probes with a progress bar on stderr, then write and show the summary: the one path of
     `halluc` and of `run` on a ``task = "halluc"`` file. ``attn`` adds the attention pass (RUN/attention)."""
+    from diffbench.engine.halluc_runner import run_halluc
     from diffbench.progress import sample_progress
     from diffbench.report.halluc import summarize, summary_renderables
     from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
-    from diffbench.tasks.probes.runner import run_halluc
 
     if attn:  # a model the attention cannot read is refused before the probes run, not after them
         from diffbench.analysis.attention_run import prepare_supported

@@ -25,8 +25,8 @@ def zoo_list(
     """The zoo's models with their size, training and measured NIAH accuracy by length."""
     with user_errors():
         from diffbench.report.tables import rich_table
+        from diffbench.report.zoo_card import summary
         from diffbench.zoo import zoo_model_dir
-        from diffbench.zoo.card import summary
         from diffbench.zoo.recipes import ZOO_NAMES
 
         rows = [summary(zoo_model_dir(name), name) for name in ZOO_NAMES]
@@ -95,17 +95,17 @@ def zoo_train(
             torch.set_num_threads(threads)
         outcome: Any
         if isinstance(recipe, DexRecipe):
-            from diffbench.zoo.adapt import train_dex
+            from diffbench.training.zoo_dex import train_dex
 
             outcome = train_dex(
                 recipe, out, source or "zoo:baseline", _progress_hook(stderr, f"zoo train {name}")
             )
         else:
-            from diffbench.zoo.train import train
+            from diffbench.training.zoo_train import train
 
             with _progress(stderr, f"zoo train {name}") as hook:
                 outcome = train(recipe, out, hook)
-        from diffbench.zoo.card import write_card
+        from diffbench.report.zoo_card import write_card
 
         card = write_card(out, name)
         stdout.print(
@@ -171,8 +171,8 @@ def zoo_card(
 ) -> None:
     """Rewrite a zoo model's README.md card, adding the NIAH grid of a run when given."""
     with user_errors():
+        from diffbench.report.zoo_card import attach_grid, write_card
         from diffbench.zoo import zoo_model_dir
-        from diffbench.zoo.card import attach_grid, write_card
 
         target = directory or zoo_model_dir(name)
         if run is not None:

@@ -75,7 +75,7 @@ def attention_workspace(model: Any, cache_tokens: int) -> tuple[int, int]:
     layer's cache × the group size), build a chunk × cache mask (counted as float32: measured so on
     CPU's SDPA), and eager also keeps the float32 attention probabilities, heads × chunk × cache.
     """
-    from diffbench.engine.chunked_attention import CHUNKED_ATTENTION
+    from diffbench.attention.chunked import CHUNKED_ATTENTION
 
     kernel = getattr(model.config, "_attn_implementation", None) or "sdpa"
     if kernel.startswith("flash") or kernel == CHUNKED_ATTENTION:

@@ -47,7 +47,7 @@ def attention_implementation(device: Any, dtype: Any, config: Any = None) -> str
 
     flash-attention-2 has no float32 kernel, so --dtype float32 on CUDA runs SDPA. On CPU, a model of
     plain causal layers (``config`` given) gets ``diffbench_sdpa``: SDPA's kernel without the explicit
-    mask that makes chunks against a KV cache twice as slow there (see engine/chunked_attention.py).
+    mask that makes chunks against a KV cache twice as slow there (see attention/chunked.py).
     """
     import torch
 
@@ -57,7 +57,7 @@ def attention_implementation(device: Any, dtype: Any, config: Any = None) -> str
         if is_flash_attn_2_available():
             return "flash_attention_2"
     if device.type == "cpu" and config is not None:
-        from diffbench.engine.chunked_attention import register_chunked_attention, supports_chunked_attention
+        from diffbench.attention.chunked import register_chunked_attention, supports_chunked_attention
 
         if supports_chunked_attention(config):
             return register_chunked_attention()

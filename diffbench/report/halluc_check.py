@@ -1,6 +1,6 @@
 """What `diffbench check` compares on hallucination-probe runs: one unit per probe × mode (× length).
 
-A probe's generate-and-check and forced-choice verdicts answer different questions (PROBES.md), so
+A probe's generate-and-check and forced-choice verdicts answer different questions (docs/design/probes.md), so
 they are never pooled. Depths are pooled: a probe's items cycle over the depths (4 per depth at 20
 items), too few for a per-depth cell ever to be significant. Lengths stay apart when a run has
 several, since a long-context regression is what a gate is for. Each unit compares the per-item

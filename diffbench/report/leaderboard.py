@@ -395,7 +395,7 @@ def _section(frame: Any, column: Column, reference: str | None) -> Section:
 def _attention_figure(view: AttentionView, column: Column) -> Figure:
     """The per-layer answer vs noise panels as inline SVG (ids prefixed: several sit on one page)."""
     from diffbench.analysis.attention_plots import layers_figure
-    from diffbench.report.heatmap import inline_svg
+    from diffbench.figures import inline_svg
 
     prefix = f"{column.fingerprint}-attention"
     svg = inline_svg(lambda: layers_figure(view.as_summary()), prefix, prefix)

@@ -1,4 +1,4 @@
-"""Hallucination probes P1-P5 (PROBES.md): seeded generators of token-exact items, one module each.
+"""Hallucination probes P1-P5 (docs/design/probes.md): seeded token-exact item generators, a module each.
 
 ``generate_items`` builds a run's items for one tokenizer: per probe, per length, ``samples`` items
 whose gold material cycles over the depths. Same spec + same tokenizer gives identical items.
@@ -91,7 +91,7 @@ def build_halluc_spec(
         fingerprint = dataset_fingerprint(dataset)
         names = ["dataset"]
     if judge is not None:
-        from diffbench.judges import parse_judge
+        from diffbench.specs import parse_judge
 
         with _option("judge", flag):
             judge = parse_judge(judge)

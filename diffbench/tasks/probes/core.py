@@ -1,4 +1,4 @@
-"""The shared generator core of the hallucination probes (docs: /work/shared/design/PROBES.md §core).
+"""The shared generator core of the hallucination probes (docs: docs/design/probes.md §core).
 
 Why synthetic: when every name and number in a context is drawn here, every claim a model makes
 about it can be checked by code, exactly and offline. A ``FactWorld`` holds fictional companies
@@ -612,12 +612,12 @@ def fewshot_demos(
     taken_names: Iterable[str],
     taken_numbers: Iterable[str],
 ) -> Demos:
-    """``count`` short worked QA examples (document, question, answer) for base models (PROBES.md).
+    """``count`` short worked QA examples (document, question, answer) for base models (probe designs).
 
     Drawn from a stream of their own (``fewshot``, item id), with names and numbers disjoint from the
     item's, so an answer copied from a demo is a value the item's document does not hold (the checks
     count it as unsupported). With ``abstain`` (P3) every second demo asks what its document does not
-    say and answers "unanswerable", as PROBES.md's 2 + 2 demos for base models.
+    say and answers "unanswerable", as docs/design/probes.md's 2 + 2 demos for base models.
     """
     from diffbench.seeding import rng_for
 

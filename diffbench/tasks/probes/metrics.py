@@ -1,4 +1,4 @@
-"""The deterministic checks of the hallucination probes (PROBES.md P1–P5), on plain strings.
+"""The deterministic checks of the hallucination probes (docs/design/probes.md P1–P5), on plain strings.
 
 Every verdict is decided by exact lookups against what the generator placed: numbers are extracted
 and normalised ("4,372" = "4372", "12.5 percent" = "12.5%"), names are found case-sensitively at word
@@ -259,7 +259,7 @@ ABSTAIN_PATTERN = re.compile(
 
 @dataclass(frozen=True)
 class SummaryCheck:
-    """P1's verdict on one summary and the secondaries (PROBES.md P1)."""
+    """P1's verdict on one summary and the secondaries (docs/design/probes.md P1)."""
 
     hallucination_free: bool
     unsupported_numbers: list[str]
@@ -359,7 +359,7 @@ def _share(found: set[str], allowed: set[str]) -> float | None:
 
 @dataclass(frozen=True)
 class AnswerCheck:
-    """P2's verdict on one answer (PROBES.md P2), and P3's abstention fields."""
+    """P2's verdict on one answer (docs/design/probes.md P2), and P3's abstention fields."""
 
     hallucination_free: bool
     correct: bool

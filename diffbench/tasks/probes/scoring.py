@@ -1,8 +1,8 @@
 """Turn one item's model outputs into the probe's verdict and the record's details; no model needed.
 
 Generated text goes through the exact checks of metrics.py; forced choice compares candidates'
-log-probabilities. The headline verdict of each probe (PROBES.md) becomes the record's ``correct``,
-so every report that reads records (accuracy, McNemar, bootstraps) reads probe runs unchanged.
+log-probabilities. The headline verdict of each probe (docs/design/probes.md) becomes the record's
+``correct``, so every report that reads records (accuracy, McNemar, bootstraps) reads probe runs unchanged.
 """
 
 from __future__ import annotations

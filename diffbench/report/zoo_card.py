@@ -65,7 +65,7 @@ def plot_loss(directory: Path) -> Path | None:
     rows = [r for r in read_log(directory / "train_log.jsonl") if "loss" in r]
     if not rows:
         return None
-    from diffbench.report.heatmap import pyplot
+    from diffbench.figures import pyplot
 
     plt = pyplot()
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))

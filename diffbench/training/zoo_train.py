@@ -21,9 +21,9 @@ from diffbench.errors import UsageError
 from diffbench.progress import EventHook
 from diffbench.seeding import derive_seed
 from diffbench.store import acquire_lock, atomic_write_text, read_json_file, read_json_object
-from diffbench.zoo.data import EpisodeMaker, skipped_positions
+from diffbench.training.episodes import EpisodeMaker, skipped_positions
+from diffbench.training.tokenizer import build_tokenizer
 from diffbench.zoo.recipes import DexRecipe, TrainRecipe
-from diffbench.zoo.tokenizer import build_tokenizer
 
 RECIPE_FILE = "recipe.json"
 

@@ -19,8 +19,8 @@ from typing import Any
 from diffbench.errors import UsageError
 from diffbench.seeding import derive_seed
 from diffbench.store import atomic_write_text
+from diffbench.training.zoo_train import RECIPE_FILE, check_directory
 from diffbench.zoo.recipes import DexRecipe, TrainRecipe
-from diffbench.zoo.train import RECIPE_FILE, check_directory
 
 DATA_FILE = "adapt_data.txt"
 _EVAL_EPISODES = 8
@@ -45,7 +45,7 @@ def source_recipe(location: str) -> TrainRecipe:
 
 def write_episode_text(path: Path, tokenizer: Any, source: TrainRecipe, seed: int, episodes: int) -> None:
     """The adaptation text: ``episodes`` whole training episodes, decoded, one after another."""
-    from diffbench.zoo.data import EpisodeMaker
+    from diffbench.training.episodes import EpisodeMaker
 
     maker = EpisodeMaker(tokenizer, source.final.seq_len, source.final.max_needles)
     texts = [
@@ -59,10 +59,10 @@ def train_dex(
     recipe: DexRecipe, out: Path, source: str, on_event: Callable[[str, Any], None] | None = None
 ) -> DexOutcome:
     """Convert ``source`` to DEX and adapt it on 1% of its training tokens into ``out``."""
-    from diffbench.attention.dex_adapt import AdaptOptions, adapt
-    from diffbench.attention.dex_convert import convert
     from diffbench.models.load import resolve_model_ref
-    from diffbench.zoo.tokenizer import load_tokenizer
+    from diffbench.training.dex_adapt import AdaptOptions, adapt
+    from diffbench.training.dex_convert import convert
+    from diffbench.training.tokenizer import load_tokenizer
 
     began = time.perf_counter()
     work = out.parent / f"{out.name}.work"

@@ -33,7 +33,9 @@ from diffbench.attention.dex import (
     save_checkpoint,
     set_schedule,
 )
-from diffbench.attention.dex_select import (
+from diffbench.errors import UsageError
+from diffbench.store import now_iso
+from diffbench.training.dex_select import (
     CALIBRATION_LENGTH,
     CALIBRATION_SEQUENCES,
     SELECT_CHOICES,
@@ -41,8 +43,6 @@ from diffbench.attention.dex_select import (
     parse_heads_per_layer,
     pick_heads,
 )
-from diffbench.errors import UsageError
-from diffbench.store import now_iso
 
 DEFAULT_FRACTION = "0.5"
 
@@ -107,7 +107,7 @@ def convert(
 ) -> ConvertOutcome:
     """Select heads by calibration and save the model with identity-initialised DEX parameters."""
     from diffbench import __version__
-    from diffbench.attention.dex_data import prose_blocks
+    from diffbench.training.dex_data import prose_blocks
 
     if select not in SELECT_CHOICES:
         raise UsageError(f"unknown --select {select!r}: use {', '.join(SELECT_CHOICES)}")

@@ -41,11 +41,11 @@ from diffbench.attention.dex import (
     set_schedule,
     use_rms_norm,
 )
-from diffbench.attention.dex_data import adaptation_blocks, blocks_fingerprint, resolve_data
 from diffbench.checkpoints import LOG_FILE, RESUME_FILE, append_log, atomic_torch_save, trim_log
 from diffbench.errors import DiffbenchError, UsageError
 from diffbench.progress import EventHook
 from diffbench.store import LOCK, acquire_lock, now_iso
+from diffbench.training.dex_data import adaptation_blocks, blocks_fingerprint, resolve_data
 
 TRAIN_CHOICES = ("dex", "dex+attn", "oproj")
 DEFAULT_TOKENS = 200_000
