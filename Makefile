@@ -14,7 +14,7 @@ TRANSFORMERS_LOWEST := $(shell sed -n 's/.*"transformers>=\([0-9.]*\),.*/\1/p' p
 # Packages the range tests let pip resolve afresh: transformers and what moves with it.
 MOVING := ^(transformers|tokenizers|huggingface[-_]hub|hf-xet|safetensors)==
 
-.PHONY: setup demo test test-lowest test-newest constraints lint clean browser gpu-check
+.PHONY: setup demo test test-lowest test-newest constraints lint docs clean browser gpu-check
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -80,9 +80,14 @@ gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu/gpu_check.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check diffbench tests benchmarks
-	$(BIN)/ruff format --check diffbench tests benchmarks
+	$(BIN)/ruff check diffbench tests benchmarks docs_hooks
+	$(BIN)/ruff format --check diffbench tests benchmarks docs_hooks
 	$(BIN)/mypy
+
+# The docs site (mkdocs.yml): guides, the CLI reference generated from the commands, methods, results.
+# --strict: a broken link or anchor fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site-docs
 
 # The leaderboard's browser test drives Debian's chromium through chromedriver, offline. Installed here
 # when missing and running as root; otherwise that one test skips and says why.
@@ -95,4 +100,4 @@ browser:
 	else echo "chromium or chromedriver missing and not root: the browser test will be skipped"; fi
 
 clean:
-	rm -rf $(VENV) .venv-lowest .venv-newest .venv-refresh .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest .venv-newest .venv-refresh .pytest_cache .mypy_cache .ruff_cache site-docs

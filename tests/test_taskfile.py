@@ -42,6 +42,7 @@ from diffbench.taskfile import (
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
+TASK_GUIDE = TASKS.parent / "docs" / "guides" / "task-files.md"  # the format and the shipped suites
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Each shipped task file and the options of its command (`diffbench niah`, or `halluc` for a
@@ -134,10 +135,10 @@ def one_error_line(result: Any) -> str:
 # ----------------------------------------------------------------------------- the shipped files
 
 
-def test_every_shipped_task_file_has_its_command_equivalent_here_and_a_line_in_the_readme() -> None:
+def test_every_shipped_task_file_has_its_command_equivalent_here_and_a_line_in_the_guide() -> None:
     shipped = sorted(path.name for path in TASKS.glob("*.toml"))
     assert shipped == sorted(SHIPPED)
-    readme = (TASKS / "README.md").read_text(encoding="utf-8")
+    readme = TASK_GUIDE.read_text(encoding="utf-8")
     for name in shipped:
         assert f"`{name}`" in readme, name
 
@@ -190,12 +191,12 @@ def test_the_multi_needle_sweep_runs_the_diff_papers_grid_each_as_its_niah_optio
 
 
 def readme_example(kind: str) -> str:
-    readme = (TASKS / "README.md").read_text(encoding="utf-8")
+    readme = TASK_GUIDE.read_text(encoding="utf-8")
     [block] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if f'task = "{kind}"' in b]
     return block
 
 
-def test_the_format_example_in_the_tasks_readme_loads() -> None:
+def test_the_format_example_in_the_task_guide_loads() -> None:
     task = parse_task_file(readme_example("niah"), "README.md")
     assert isinstance(task.spec, NiahSpec)
     assert task.spec.lengths == [8192, 16384, 32768, 65536] and task.spec.samples_per_cell == 5
@@ -829,9 +830,7 @@ def test_near_valid_documents_load_to_a_valid_spec_or_name_the_field(document: s
 @st.composite
 def damaged_documents(draw: st.DrawFn) -> str:
     """A valid document with characters inserted, deleted or replaced: mostly TOML syntax errors."""
-    text = draw(
-        st.sampled_from([MINIMAL, (TASKS / "smoke.toml").read_text(), (TASKS / "README.md").read_text()])
-    )
+    text = draw(st.sampled_from([MINIMAL, (TASKS / "smoke.toml").read_text(), TASK_GUIDE.read_text()]))
     for _ in range(draw(st.integers(1, 3))):
         at = draw(st.integers(0, len(text)))
         cut = draw(st.integers(0, 3))
