@@ -7,7 +7,7 @@
 (c) ``shared``: ``diffbench niah`` as run by default (the haystack prefilled once, branches on top);
 (d) the lower bound: the FLOPs each way must do, divided by this machine's matmul rate, measured here.
 
-(b) and (c) run through the same ``run_niah`` the CLI calls, so their wall time includes building
+(b) and (c) run through the same ``run_spec`` the CLI calls, so their wall time includes building
 the token-exact contexts, scoring and writing records; the model's forward passes are timed
 separately so the share of everything else is known. Every way runs in its own process, so peak
 RSS is its own. Same model, same samples (same spec and tokenizer), one run.
@@ -46,7 +46,7 @@ def rss_mb() -> float:
     """This worker's own peak RSS (VmHWM; ru_maxrss would include the parent's size at fork)."""
     import torch
 
-    from diffbench.engine.runner import peak_memory_mb
+    from diffbench.engine.loop import peak_memory_mb
 
     return peak_memory_mb(torch.device("cpu"))
 
@@ -202,9 +202,10 @@ def run_generate(model_dir: str, spec: Any, dtype_name: str, device_name: str = 
 def run_diffbench(
     model_dir: str, spec: Any, dtype_name: str, share: bool, device_name: str = "cpu"
 ) -> dict[str, Any]:
-    """Ways (b) and (c): run_niah exactly as `diffbench niah` calls it, forward passes timed apart."""
+    """Ways (b) and (c): run_spec exactly as `diffbench niah` calls it, forward passes timed apart."""
     from diffbench.engine import shared_prefill
-    from diffbench.engine.runner import EngineOptions, run_niah
+    from diffbench.engine.loop import EngineOptions
+    from diffbench.engine.registry import run_spec
     from diffbench.store import iter_record_lines
 
     forward = {"seconds": 0.0}
@@ -230,7 +231,7 @@ def run_diffbench(
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "run"
         started = time.perf_counter()
-        run_niah(
+        run_spec(
             spec,
             [model_dir],
             out,

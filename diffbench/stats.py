@@ -6,6 +6,7 @@
   information, and under "no difference" each disagreement goes either way with probability 1/2.
 - A seeded paired bootstrap for intervals of score differences, with a sign-flip test for their
   p-value (the bootstrap's own null distribution collapses on a handful of pairs).
+- ``paired_comparison``: the one comparison of two models on paired items, both of the above.
 - Holm's step-down adjustment, so a grid of many cells does not flag cells by chance.
 - A seeded stratified bootstrap interval for an AUROC (a score telling clean from hallucinated
   answers), so twenty answers are not read as a finding.
@@ -127,6 +128,62 @@ def paired_bootstrap(
     if observed == 0.0:
         p_value = 1.0
     return BootstrapResult(observed, float(low), float(high), min(1.0, p_value), resamples)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models on the same items: the discordant counts, McNemar's exact p-value (when both are 0/1
+    verdicts), and the mean difference (second − first) with its bootstrap interval and sign-flip p."""
+
+    n: int
+    only_first: int
+    only_second: int
+    mcnemar_p: float | None
+    difference: float
+    low: float
+    high: float
+    p_value: float
+
+
+def paired_comparison(
+    first: Any,
+    second: Any,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> PairedComparison:
+    """The one way diffbench compares two models on paired items (check, halluc, report).
+
+    ``first[i]`` and ``second[i]`` are the two models' values on item i: verdicts (0/1) or scores
+    with partial credit. ``only_first`` counts items where the first is higher, ``only_second`` the
+    reverse; for verdicts these are the discordant pairs and ``mcnemar_p`` is McNemar's exact test
+    on them (None for partial-credit scores, where the sign-flip ``p_value`` is the test).
+    ``resamples=0`` skips the bootstrap where only the counts and McNemar are wanted: the interval is
+    then (nan, nan) and ``p_value`` McNemar's.
+    """
+    import numpy as np
+
+    a = np.asarray(first, dtype=float)
+    b = np.asarray(second, dtype=float)
+    only_first, only_second = int((a > b).sum()), int((b > a).sum())
+    verdicts = bool(np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all())
+    mcnemar_p = mcnemar_exact(only_first, only_second) if verdicts else None
+    if resamples == 0:
+        difference = float((b - a).mean()) if a.size and a.shape == b.shape else math.nan
+        p_value = math.nan if mcnemar_p is None else mcnemar_p
+        interval = BootstrapResult(difference, math.nan, math.nan, p_value, 0)
+    else:
+        interval = paired_bootstrap(a, b, resamples, seed, confidence)
+    return PairedComparison(
+        n=int(a.size),
+        only_first=only_first,
+        only_second=only_second,
+        mcnemar_p=mcnemar_p,
+        difference=interval.mean_difference,
+        low=interval.low,
+        high=interval.high,
+        p_value=interval.p_value,
+    )
 
 
 def auroc_interval(

@@ -17,21 +17,21 @@ GRID = ["--lengths", "256,384", "--depths", "3", "--samples", "2", "--haystack",
 TIMEOUT = 300
 
 
+HALLUC_GRID = ["--probes", "factqa,contrastive", "--mode", "forced", "--lengths", "1k", "--samples", "2"]
+
+
 def niah(
     model: Path, out: Path, env: dict[str, str], ranks: int = 1, extra: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "diffbench",
-        "niah",
-        "--model",
-        str(model),
-        *GRID,
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return launch("niah", [*GRID, *extra], model, out, env, ranks)
+
+
+def launch(
+    command_name: str, grid: list[str], model: Path, out: Path, env: dict[str, str], ranks: int = 1
+) -> subprocess.CompletedProcess[str]:
+    """``diffbench COMMAND`` in one process, or under torchrun with ``ranks`` gloo ranks."""
+    model_and_out = ["--model", str(model), *grid, "--out", str(out)]
+    command = [sys.executable, "-m", "diffbench", command_name, *model_and_out]
     if ranks > 1:
         launcher = [
             sys.executable,
@@ -87,6 +87,22 @@ def test_two_gloo_ranks_give_the_records_of_one_process(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert done.stdout.count("results:") == 1  # rank 0 alone reports
+
+
+def test_halluc_shards_over_two_gloo_ranks_like_niah(
+    tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """Every task runs through the one loop, so the probes shard too: the records of one process."""
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    done = launch("halluc", HALLUC_GRID, tiny_llama_dir, single, subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = launch("halluc", HALLUC_GRID, tiny_llama_dir, sharded, subprocess_env, ranks=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = keyed(single)
+    assert len(expected) == 2 * 2  # two items of each probe, forced-choice
+    assert_same_results(keyed(sharded), expected)
+    assert json.loads((sharded / "manifest.json").read_text())["status"] == "complete"
+    assert (sharded / "summary.json").is_file() and done.stdout.count("results:") == 1  # rank 0 reports
 
 
 def test_a_dead_ranks_shard_is_kept_on_resume(

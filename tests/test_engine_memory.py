@@ -68,6 +68,7 @@ def test_cpu_runs_one_row_per_batch(tiny_llama: Any) -> None:
 ESTIMATE_SCRIPT = """
 import resource, sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from diffbench.engine.loop import peak_memory_mb
 from diffbench.engine.memory import plan_memory
 from diffbench.engine.shared_prefill import PromptJob, SharedPrefixEngine
 from diffbench.models.device import attention_implementation
@@ -85,7 +86,6 @@ length = int(sys.argv[1])
 plan = plan_memory(model, length, None, int(sys.argv[2]))
 prompt = torch.randint(0, 1000, (length,), generator=torch.Generator().manual_seed(0)).tolist()
 list(SharedPrefixEngine(model, plan.chunk_tokens).run([PromptJob(prompt[:-4], prompt[-4:], 0)]))
-from diffbench.engine.runner import peak_memory_mb
 peak = int(peak_memory_mb(torch.device("cpu")) * 2**20)
 print(peak - before, plan.kv_cache_bytes + plan.chunk_activation_bytes)
 """

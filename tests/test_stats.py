@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from diffbench.stats import auroc_interval, holm_adjust, mcnemar_exact, paired_bootstrap, wilson_interval
+from diffbench.stats import (
+    auroc_interval,
+    holm_adjust,
+    mcnemar_exact,
+    paired_bootstrap,
+    paired_comparison,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -102,3 +109,32 @@ def test_auroc_interval_brackets_the_auroc_and_is_seeded() -> None:
     assert auroc_interval([0.5, 0.5], [0.5]) == (0.5, 0.5)  # ties count one half
     with pytest.raises(ValueError, match="both classes"):
         auroc_interval([0.5], [])
+
+
+def test_paired_comparison_counts_discordant_verdicts_and_tests_them_with_mcnemar() -> None:
+    first = [1, 1, 1, 0, 0, 1, 0, 1, 1, 1]
+    second = [0, 0, 1, 0, 1, 0, 0, 0, 1, 0]
+    result = paired_comparison(first, second, seed=5)
+    assert (result.n, result.only_first, result.only_second) == (10, 5, 1)
+    assert result.mcnemar_p == mcnemar_exact(5, 1)
+    boot = paired_bootstrap(first, second, seed=5)
+    assert (result.difference, result.low, result.high, result.p_value) == (
+        boot.mean_difference,
+        boot.low,
+        boot.high,
+        boot.p_value,
+    )
+    assert result.difference == pytest.approx(-0.4)
+
+
+def test_paired_comparison_of_partial_credit_scores_has_no_mcnemar() -> None:
+    result = paired_comparison([0.5, 0.9, 0.2], [0.7, 0.9, 0.1], seed=0)
+    assert (result.only_first, result.only_second, result.mcnemar_p) == (1, 1, None)
+    assert result.difference == pytest.approx((0.2 + 0.0 - 0.1) / 3)
+
+
+def test_paired_comparison_without_resamples_gives_counts_and_mcnemar_only() -> None:
+    result = paired_comparison([1, 1, 1, 0], [0, 0, 1, 1], resamples=0)
+    assert (result.only_first, result.only_second, result.difference) == (2, 1, -0.25)
+    assert result.p_value == result.mcnemar_p == mcnemar_exact(2, 1)
+    assert math.isnan(result.low) and math.isnan(result.high)

@@ -102,7 +102,7 @@ def run_attention(
     options: AttentionOptions | None = None,
 ) -> AttentionOutcome:
     """Every model on the spec's samples; records, summary and plots in the run directory."""
-    from diffbench.engine.runner import default_run_directory
+    from diffbench.engine.loop import default_run_directory
     from diffbench.haystack.sources import load_source
     from diffbench.models.device import resolve_device, resolve_dtype
 
@@ -157,7 +157,7 @@ def tracked(
 
     Time adds up over resumed passes; the peak memory is the largest of them.
     """
-    from diffbench.engine.runner import peak_memory_mb
+    from diffbench.engine.loop import peak_memory_mb
     from diffbench.store import now_iso, write_json
 
     manifest["status"] = "running"
@@ -315,7 +315,7 @@ def _note_in_run(run_directory: Path, manifest: dict[str, Any]) -> None:
 
 def prepare_supported(spec: Any, model_texts: list[str], on_event: EventHook) -> list[Any]:
     """Every --model resolved and checked for plain causal attention, before any weights load."""
-    from diffbench.engine.runner import resolve_named_refs
+    from diffbench.engine.loop import resolve_named_refs
     from diffbench.models.load import prepare_model
 
     refs = resolve_named_refs(model_texts)

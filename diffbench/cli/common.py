@@ -11,7 +11,7 @@ from diffbench.cli.console import stderr, stdout
 from diffbench.errors import UsageError
 
 if TYPE_CHECKING:
-    from diffbench.engine.runner import EngineOptions
+    from diffbench.engine.loop import EngineOptions
 
 
 def build_needle(
@@ -55,8 +55,8 @@ def engine_options(
     """How samples run, from the engine options of `niah` and `run` (which may take them from a task file)."""
     import os
 
+    from diffbench.engine.loop import EngineOptions
     from diffbench.engine.memory import parse_memory
-    from diffbench.engine.runner import EngineOptions
 
     if device_map not in (None, "auto"):
         raise UsageError(f"unknown --device-map {device_map!r}: the one placement offered is 'auto'")

@@ -27,7 +27,7 @@ from diffbench.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from diffbench.engine.runner import EngineOptions
+    from diffbench.engine.loop import EngineOptions
 
 DEFAULT_PROBES = "factsum,factqa,unanswerable,counterfactual,contrastive"
 
@@ -118,17 +118,21 @@ def execute_halluc(
 ) -> None:
     """Run the probes with a progress bar on stderr, then write and show the summary: the one path of
     `halluc` and of `run` on a ``task = "halluc"`` file. ``attn`` adds the attention pass (RUN/attention)."""
-    from diffbench.engine.halluc_runner import run_halluc
+    from diffbench.engine.distributed import launched_rank
+    from diffbench.engine.registry import run_spec
     from diffbench.progress import sample_progress
     from diffbench.report.halluc import summarize, summary_renderables
     from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
 
+    if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
+        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
+        return
     if attn:  # a model the attention cannot read is refused before the probes run, not after them
         from diffbench.analysis.attention_run import prepare_supported
 
         prepare_supported(spec, models, lambda kind, payload: None)
     with sample_progress(stderr, "halluc") as on_event:
-        outcome = run_halluc(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
+        outcome = run_spec(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
     attention = None
     if attn:
         from diffbench.analysis.halluc_attention import HALLUC_TASK

@@ -37,7 +37,7 @@ from diffbench.cli.options import (
 from diffbench.errors import UsageError
 
 if TYPE_CHECKING:
-    from diffbench.engine.runner import EngineOptions
+    from diffbench.engine.loop import EngineOptions
 
 
 def niah(
@@ -163,7 +163,7 @@ def niah(
 def sweep_directory(spec: Any, label: str, models: list[str], out: Path | None, results_dir: Path) -> Path:
     """Where one run of a needles sweep goes: OUT/n4-r2 with --out, else an unfinished run of the
     same spec (to resume) or a new directory named after the run (runs of one second never collide)."""
-    from diffbench.engine.runner import default_run_directory
+    from diffbench.engine.loop import default_run_directory
     from diffbench.store import find_resumable
 
     if out is not None:
@@ -186,7 +186,7 @@ def execute_niah(
     """Run with a progress bar on stderr, then write and show the reports."""
     from diffbench.engine.distributed import launched_rank
     from diffbench.engine.precision import audit_warning
-    from diffbench.engine.runner import run_niah
+    from diffbench.engine.registry import run_spec
     from diffbench.progress import sample_progress
     from diffbench.report.run_report import write_run_report
     from diffbench.report.summary import grid
@@ -198,14 +198,14 @@ def execute_niah(
             "GPUs itself (limit them with CUDA_VISIBLE_DEVICES); leave --device at auto"
         )
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
-        run_niah(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
+        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
         return
     if attn:  # a model the attention cannot read is refused before the niah run, not after it
         from diffbench.analysis.attention_run import prepare_supported
 
         prepare_supported(spec, models, lambda kind, payload: None)
     with sample_progress(stderr) as on_event:
-        outcome = run_niah(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
+        outcome = run_spec(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
     attention = None
     if attn:
         from diffbench.analysis.attention_run import NIAH_TASK

@@ -1,4 +1,5 @@
-"""Run hallucination-probe items over models into a run directory (same store, manifest and resume as niah).
+"""The halluc task: hallucination-probe items (one unit per item × mode) and how a loaded model scores
+them; ``engine/loop.py`` runs it, with niah's store, manifest, resume and torchrun sharding.
 
 Each item is one prompt: its candidates are teacher-forced on top of one prefill of the prompt (the
 engine's shared-prefix planner puts them on one trunk), and generation decodes greedily after a
@@ -8,23 +9,16 @@ is written per (model, item, mode) as soon as it is finished; a rerun resumes.
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffbench.engine.runner import (
-    EngineOptions,
-    RunOutcome,
-    default_run_directory,
-    peak_memory_mb,
-    resolve_named_refs,
-)
+from diffbench.engine.loop import EngineOptions
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.specs import HallucSpec, Record
-from diffbench.store import RunStore, atomic_write_text, find_resumable, iter_record_lines
+from diffbench.store import RunFiles, RunStore, atomic_write_text, iter_record_lines
 from diffbench.tasks.probes.core import ProbeItem
 from diffbench.tasks.probes.scoring import (
     ForcedOutputs,
@@ -50,8 +44,8 @@ def item_modes(spec: HallucSpec, probe: str) -> list[str]:
     return modes
 
 
-def items_path(store: RunStore, fingerprint: str) -> Path:
-    return store.directory / "samples" / f"{fingerprint}.probes.jsonl"
+def items_path(files: RunFiles, fingerprint: str) -> Path:
+    return files.directory / "samples" / f"{fingerprint}.probes.jsonl"
 
 
 def items_for(store: RunStore, spec: HallucSpec, prepared: Any, source: Any) -> list[ProbeItem]:
@@ -205,87 +199,77 @@ class LexiconCache:
         return run_lexicon([], {**self.table, **item.lexicon})
 
 
-def run_halluc(
-    spec: HallucSpec,
-    model_texts: list[str],
-    out: Path | None,
-    results_root: Path,
-    device_choice: str,
-    dtype_choice: str,
-    command: list[str],
-    on_event: Callable[[str, Any], None],
-    options: EngineOptions | None = None,
-) -> RunOutcome:
-    """Run every model on the spec's items; ``on_event`` gets niah's events ("plan", "model", "done", ...)."""
-    from diffbench.engine.memory import plan_memory
-    from diffbench.haystack.sources import load_source
-    from diffbench.models.device import attention_implementation, dtype_name, resolve_device, resolve_dtype
-    from diffbench.models.load import load_weights, prepare_model
+Unit = tuple[ProbeItem, str]  # an item in one mode
 
-    options = options or EngineOptions()
-    source = load_source(spec.haystack, spec.seed)
-    spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
-    judge = None
-    if spec.judge is not None:
-        from diffbench.judges import load_judge
 
-        judge = load_judge(spec.judge)
-    refs = resolve_named_refs(model_texts)
-    device = resolve_device(device_choice)
-    dtype = resolve_dtype(dtype_choice, device)
-    on_event("status", f"preparing {len(refs)} model(s)")
-    prepared = [prepare_model(ref, spec.rope_scaling, max(spec.lengths)) for ref in refs]
-    directory = out or find_resumable(results_root, spec, model_texts)
-    directory = directory or default_run_directory(results_root, "halluc", [p.ref.name for p in prepared])
-    run_id = directory.name
-    store = RunStore.open(directory, spec, run_id, model_texts, command)
-    started = time.perf_counter()
-    resumed = new = 0
-    status = "failed"
-    try:
-        work = []
-        for item in prepared:
-            on_event("status", f"building items for {item.ref.name}")
-            items = items_for(store, spec, item, source)
-            done = store.completed(item.ref.name)
-            units = [(i, m) for i in items for m in item_modes(spec, i.probe)]
-            pending = [(i, m) for i, m in units if f"{i.item_id}#{MODE_SUFFIX[m]}" not in done]
-            resumed += len(units) - len(pending)
-            work.append((item, items, pending))
-        for item, _, pending in work:  # every model with work, before any loads
-            if pending:
-                attention = attention_implementation(device, dtype, item.config)
-                store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
-        on_event("plan", sum(len(pending) for _, _, pending in work))
-        for item, items, pending in work:
-            if not pending:
-                continue
-            attention = attention_implementation(device, dtype, item.config)
-            on_event("status", f"loading {item.ref.name}")
-            loaded = load_weights(item, device, dtype, attention, options.device_map)
-            capacity = max(len(i.input_ids) + max(i.max_new_tokens, 1) for i, _ in pending)
-            memory = plan_memory(loaded.model, capacity, options.max_memory_bytes, options.chunk_tokens)
-            store.register_model(loaded.entry)
-            store.record_engine(loaded.entry.name, {**options.as_manifest(), **memory.as_manifest()})
-            on_event("model", f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})")
-            engine = ProbeEngine(loaded.model, loaded.tokenizer, memory.chunk_tokens)
-            lexicon = LexiconCache(items)
-            for probe_item, mode in pending:
-                began = time.perf_counter()
-                verdict, gold = score_unit(engine, probe_item, mode, lexicon, judge)
-                record = make_record(
-                    loaded, probe_item, mode, run_id, verdict, gold, time.perf_counter() - began
-                )
-                store.append(record)
-                new += 1
-                on_event("done", record)
-            del loaded, engine
-            gc.collect()
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        store.finish(status, time.perf_counter() - started, peak_memory_mb(device))
-        store.close()
-    return RunOutcome(directory=directory, resumed_records=resumed, new_records=new)
+@dataclass
+class HallucScoring:
+    """One loaded model's pending item × mode units, as records."""
+
+    loaded: Any
+    pending: list[Unit]
+    run_id: str
+    engine: ProbeEngine
+    lexicon: LexiconCache
+    judge: Any
+    settings: dict[str, object]
+
+    def records(self) -> Iterator[Record]:
+        for item, mode in self.pending:
+            began = time.perf_counter()
+            verdict, gold = score_unit(self.engine, item, mode, self.lexicon, self.judge)
+            seconds = time.perf_counter() - began
+            yield make_record(self.loaded, item, mode, self.run_id, verdict, gold, seconds)
+
+    def throughput(self) -> dict[str, object]:
+        return {}
+
+
+@dataclass
+class HallucTask:
+    """The hallucination probes (or a --dataset): every item in each of its modes."""
+
+    spec: HallucSpec
+    source: Any  # the filler text source
+    judge: Any = None
+    label: str = "halluc"
+    precision_audit: bool = False
+    items: dict[str, list[ProbeItem]] = field(default_factory=dict)  # per tokenizer, as loaded
+
+    @classmethod
+    def from_spec(cls, spec: HallucSpec) -> HallucTask:
+        """The task with its filler loaded and fingerprinted into the spec, and its judge loaded."""
+        from diffbench.haystack.sources import load_source
+
+        source = load_source(spec.haystack, spec.seed)
+        judge = None
+        if spec.judge is not None:
+            from diffbench.judges import load_judge
+
+            judge = load_judge(spec.judge)
+        return cls(spec.model_copy(update={"haystack_fingerprint": source.fingerprint}), source, judge)
+
+    def build_units(self, store: RunStore, prepared: Any) -> None:
+        items_for(store, self.spec, prepared, self.source)
+
+    def units(self, files: RunFiles, prepared: Any) -> list[Unit]:
+        path = items_path(files, prepared.tokenizer_fingerprint)
+        items = [ProbeItem.model_validate(payload) for payload in iter_record_lines(path)]
+        self.items[prepared.tokenizer_fingerprint] = items
+        return [(item, mode) for item in items for mode in item_modes(self.spec, item.probe)]
+
+    def unit_id(self, unit: Unit) -> str:
+        item, mode = unit
+        return f"{item.item_id}#{MODE_SUFFIX[mode]}"
+
+    def scoring(self, loaded: Any, pending: list[Unit], run_id: str, options: EngineOptions) -> HallucScoring:
+        from diffbench.engine.memory import plan_memory
+
+        capacity = max(len(i.input_ids) + max(i.max_new_tokens, 1) for i, _ in pending)
+        memory = plan_memory(loaded.model, capacity, options.max_memory_bytes, options.chunk_tokens)
+        engine = ProbeEngine(loaded.model, loaded.tokenizer, memory.chunk_tokens)
+        # the lexicon spans every item of this tokenizer, not only the pending ones, as before a resume
+        items = self.items.get(loaded.entry.tokenizer_fingerprint) or [i for i, _ in pending]
+        return HallucScoring(
+            loaded, pending, run_id, engine, LexiconCache(items), self.judge, memory.as_manifest()
+        )

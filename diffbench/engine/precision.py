@@ -81,7 +81,7 @@ def float32_reference(
     prepared: Any, device: Any, samples: list[Any], score: Any, dtype_label: str
 ) -> PrecisionAudit:
     """Score ``samples`` with the checkpoint loaded in float32 on ``device``; ``score(loaded, samples)``
-    yields (sample, record) as the run itself would make them. The float32 copy is freed afterwards."""
+    yields their records as the run itself would make them. The float32 copy is freed afterwards."""
     import torch
 
     from diffbench.models.device import attention_implementation
@@ -90,7 +90,7 @@ def float32_reference(
     attention = attention_implementation(device, torch.float32, prepared.config)
     loaded = load_weights(prepared, device, torch.float32, attention)
     reference = {
-        sample.sample_id: (record.answer_logprob, record.correct) for sample, record in score(loaded, samples)
+        record.sample_id: (record.answer_logprob, record.correct) for record in score(loaded, samples)
     }
     del loaded
     gc.collect()

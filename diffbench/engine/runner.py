@@ -1,115 +1,27 @@
-"""Run a task spec over one or more models, appending a record per finished sample.
+"""The NIAH task: its samples (one per depth × length × index, token-exact in each tokenizer) and how a
+loaded model scores them through the shared-prefix engine. ``engine/loop.py`` runs it.
 
-Every model is resolved and checked (config, causal LM, context window, tokenizer) before any
-weights load, so a typo in the last --model fails in a second, not after the first model's run.
-All models run the same logical samples; each tokenizer gets its own token-exact copy.
+Every model runs the same logical samples; each tokenizer gets its own token-exact copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import gc
-import re
-import resource
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from diffbench.engine.distributed import Ranks, join_ranks, rank_device
+from diffbench.engine.loop import EngineOptions
 from diffbench.engine.memory import MemoryPlan, auto_batch_size, kv_bytes_per_token, plan_memory
-from diffbench.engine.precision import DEFAULT_AUDIT_SAMPLES, float32_reference, needs_audit
 from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.errors import RunDirectoryError
 from diffbench.haystack.sources import load_source
-from diffbench.models.device import attention_implementation, dtype_name, resolve_device, resolve_dtype
-from diffbench.models.load import (
-    LoadedModel,
-    ModelRef,
-    PreparedModel,
-    load_weights,
-    prepare_model,
-    resolve_model_ref,
-)
+from diffbench.models.load import LoadedModel, PreparedModel
 from diffbench.scoring import answer_ends, contains_answer, ruler_all, ruler_part
 from diffbench.specs import NeedleResult, NiahSpec, Record, Sample
-from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
+from diffbench.store import RunFiles, RunStore
 from diffbench.tasks.niah import generate_samples, sample_ids
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How samples are executed; results agree within float tolerance whatever is chosen here."""
-
-    prefix_sharing: bool = True
-    max_memory_bytes: int | None = None
-    chunk_tokens: int | None = None
-    batch_size: int | None = None  # None: auto_batch_size (1 on CPU)
-    device_map: str | None = None  # "auto": accelerate spreads a model over the visible GPUs
-    precision_audit: int = DEFAULT_AUDIT_SAMPLES  # bf16/fp16 runs: samples also scored in float32
-
-    def as_manifest(self) -> dict[str, object]:
-        return {"prefix_sharing": self.prefix_sharing, "chunk_tokens_requested": self.chunk_tokens}
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    directory: Path
-    resumed_records: int
-    new_records: int
-    main: bool = True  # False on torchrun ranks other than 0, which leave reports to rank 0
-
-
-def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path:
-    """A new run directory under ``root``, created here: runs started in the same second get -2, -3."""
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    label = "+".join(re.sub(r"[^\w.-]+", "-", name) for name in model_names)[:80]
-    return claim_new_directory(root, f"{stamp}_{task}_{label}")
-
-
-def peak_memory_mb(device: Any, every_gpu: bool = False) -> float:
-    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB; with
-    ``every_gpu`` (a model spread by --device-map) the sum over the visible GPUs.
-
-    On Linux the peak is VmHWM: ru_maxrss survives exec, so a process started by a large parent
-    (pytest, an IDE) would report the parent's size instead of its own.
-    """
-    if device.type == "cuda":
-        import torch
-
-        devices = range(torch.cuda.device_count()) if every_gpu else [device]
-        return sum(float(torch.cuda.max_memory_allocated(d)) for d in devices) / 2**20
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """Model names, with #2, #3 added to repeats so records of different models never mix."""
-    seen: dict[str, int] = {}
-    result = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        result.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return result
-
-
-def resolve_named_refs(model_texts: list[str]) -> list[ModelRef]:
-    """Every --model resolved, repeats renamed name#2, name#3 so their records never mix."""
-    refs = [resolve_model_ref(text) for text in model_texts]
-    names = unique_names([ref.name for ref in refs])
-    return [
-        ref if ref.name == name else type(ref)(ref.text, name, ref.kind, ref.location)
-        for ref, name in zip(refs, names, strict=True)
-    ]
 
 
 def value_ended(tokenizer: Any, sample: Sample, scored: AnswerScore, start: int, end: int) -> bool:
@@ -227,15 +139,6 @@ def score_samples(
     return memory, engine, results()
 
 
-def scored_records(
-    loaded: LoadedModel, samples: list[Sample], spec: NiahSpec, run_id: str, options: EngineOptions
-) -> Iterator[tuple[Sample, Record]]:
-    """Each sample with the record the run makes of it (the precision audit's float32 pass)."""
-    _, _, results = score_samples(loaded, samples, spec, options)
-    for sample, scored, seconds in results:
-        yield sample, record_for(loaded, sample, spec, run_id, scored, seconds)
-
-
 def samples_for(store: RunStore, spec: NiahSpec, prepared: PreparedModel, source: Any) -> list[Sample]:
     """The run's samples in this tokenizer: stored ones on resume, else generated and stored first."""
     fingerprint = prepared.tokenizer_fingerprint
@@ -252,169 +155,52 @@ def samples_for(store: RunStore, spec: NiahSpec, prepared: PreparedModel, source
     return samples
 
 
-def run_niah(
-    spec: NiahSpec,
-    model_texts: list[str],
-    out: Path | None,
-    results_root: Path,
-    device_choice: str,
-    dtype_choice: str,
-    command: list[str],
-    on_event: Callable[[str, Any], None],
-    options: EngineOptions | None = None,
-) -> RunOutcome:
-    """Run every model on the spec's samples into a (possibly resumed) run directory.
+@dataclass
+class NiahScoring:
+    """One loaded model's samples through the shared-prefix engine, as records."""
 
-    ``on_event`` receives ("plan", total), ("model", name), ("done", record) and ("status", text),
-    which the CLI turns into a progress bar; the engine itself never prints.
-    """
-    source = load_source(spec.haystack, spec.seed)
-    spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
-    refs = resolve_named_refs(model_texts)
-    device = resolve_device(rank_device(device_choice))
-    dtype = resolve_dtype(dtype_choice, device)
-    options = options or EngineOptions()
+    loaded: LoadedModel
+    spec: NiahSpec
+    run_id: str
+    engine: SharedPrefixEngine
+    results: Iterator[tuple[Sample, AnswerScore, float]]
+    settings: dict[str, object]
 
-    # Everything that can refuse the run happens before the run directory is touched, so a corrected
-    # command can reuse the same --out.
-    on_event("status", f"preparing {len(refs)} model(s)")
-    prepared = [prepare_model(ref, spec.rope_scaling, max(spec.lengths)) for ref in refs]
+    def records(self) -> Iterator[Record]:
+        for sample, scored, seconds in self.results:
+            yield record_for(self.loaded, sample, self.spec, self.run_id, scored, seconds)
 
-    ranks = join_ranks(device)
-    try:
-        return _run_ranked(
-            spec,
-            prepared,
-            model_texts,
-            out,
-            results_root,
-            command,
-            on_event,
-            options,
-            ranks,
-            device,
-            dtype,
-            source,
-        )
-    finally:
-        ranks.leave()
+    def throughput(self) -> dict[str, object]:
+        return dict(self.engine.prefill_rate())
 
 
-def _run_ranked(
-    spec: NiahSpec,
-    prepared: list[PreparedModel],
-    model_texts: list[str],
-    out: Path | None,
-    results_root: Path,
-    command: list[str],
-    on_event: Callable[[str, Any], None],
-    options: EngineOptions,
-    ranks: Ranks,
-    device: Any,
-    dtype: Any,
-    source: Any,
-) -> RunOutcome:
-    """The run on one rank: rank 0 owns the directory; every rank scores its share of what is left."""
-    directory = None
-    if ranks.main:
-        directory = out or find_resumable(results_root, spec, model_texts)
-        directory = directory or default_run_directory(
-            results_root, spec.task, [p.ref.name for p in prepared]
-        )
-    directory = ranks.from_main(directory)
-    assert directory is not None  # rank 0 always chooses one
-    run_id = directory.name
-    store = RunStore.open(directory, spec, run_id, model_texts, command) if ranks.main else None
-    files = store or RunFiles(directory)
-    started = time.perf_counter()
-    resumed = new = 0
-    status = "failed"
-    try:
-        if store is not None:
-            for item in prepared:
-                on_event("status", f"building samples for {item.ref.name}")
-                samples_for(store, spec, item, source)
-        ranks.barrier()  # the samples are on disk for every rank
-        work: list[tuple[PreparedModel, list[Sample]]] = []
-        for item in prepared:
-            samples = files.load_samples(item.tokenizer_fingerprint) or []
-            done = files.completed(item.ref.name)
-            resumed += sum(s.sample_id in done for s in samples)
-            work.append((item, ranks.shard([s for s in samples if s.sample_id not in done])))
-        refusal = None
-        if store is not None:  # every model with work, before any loads; every rank learns the verdict
-            try:
-                for item, pending in work:
-                    if pending:
-                        attention = attention_implementation(device, dtype, item.config)
-                        store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
-            except RunDirectoryError as error:
-                refusal = str(error)
-        refusal = ranks.from_main(refusal)
-        if refusal is not None:
-            raise RunDirectoryError(refusal)
-        on_event("plan", sum(len(pending) for _, pending in work))
-        for item, pending in work:
-            if not pending:
-                continue
-            attention = attention_implementation(device, dtype, item.config)
-            audit = None
-            # Rank 0 audits its own first samples; a model spread by --device-map may not fit in float32.
-            if store is not None and not options.device_map and needs_audit(dtype, options.precision_audit):
-                on_event("status", f"precision audit: {item.ref.name} in float32")
-                audit = float32_reference(
-                    item,
-                    device,
-                    pending[: options.precision_audit],
-                    lambda reference, subset: scored_records(reference, subset, spec, run_id, options),
-                    dtype_name(dtype),
-                )
-            on_event("status", f"loading {item.ref.name}")
-            loaded = load_weights(item, device, dtype, attention, options.device_map)
-            memory, engine, results = score_samples(loaded, pending, spec, options)
-            settings = {
-                **options.as_manifest(),
-                **memory.as_manifest(),
-                "kv_bytes_per_token": kv_bytes_per_token(loaded.model),
-            }
-            if store is not None:
-                store.register_model(loaded.entry)
-                store.record_engine(loaded.entry.name, settings)
-            on_event("model", f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})")
-            for sample, scored, seconds in results:
-                record = record_for(loaded, sample, spec, run_id, scored, seconds)
-                if ranks.world == 1 and store is not None:
-                    store.append(record)
-                else:
-                    files.append_to_shard(ranks.rank, record)
-                new += 1
-                on_event("done", record)
-                if audit is not None:
-                    audit.observe(record.sample_id, record.answer_logprob, record.correct)
-            if store is not None:  # the cost table's throughput: this session's forward passes
-                checked = {"precision_audit": audit.as_manifest()} if audit is not None else {}
-                store.record_engine(loaded.entry.name, {**settings, **engine.prefill_rate(), **checked})
-            del loaded, engine, results
-            gc.collect()
-            if device.type == "cuda":  # hand the freed weights and caches back before the next model loads
-                import torch
+@dataclass
+class NiahTask:
+    """Needle-in-a-haystack: a sample per depth × length × index, scored teacher-forced or decoded."""
 
-                torch.cuda.empty_cache()
-        peaks = ranks.gather(peak_memory_mb(device, bool(options.device_map)))
-        new = sum(ranks.gather(new))
-        ranks.barrier()  # every shard is complete
-        if store is not None:
-            store.merge_shards()
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        if store is not None:
-            store.finish(
-                status,
-                time.perf_counter() - started,
-                max(peaks) if status == "complete" else peak_memory_mb(device, bool(options.device_map)),
-            )
-            store.close()
-    return RunOutcome(directory=directory, resumed_records=resumed, new_records=new, main=ranks.main)
+    spec: NiahSpec
+    source: Any  # the haystack text source
+    label: str = "niah"
+    precision_audit: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: NiahSpec) -> NiahTask:
+        """The task with its haystack loaded and fingerprinted into the spec."""
+        source = load_source(spec.haystack, spec.seed)
+        return cls(spec.model_copy(update={"haystack_fingerprint": source.fingerprint}), source, spec.task)
+
+    def build_units(self, store: RunStore, prepared: PreparedModel) -> None:
+        samples_for(store, self.spec, prepared, self.source)
+
+    def units(self, files: RunFiles, prepared: PreparedModel) -> list[Sample]:
+        return files.load_samples(prepared.tokenizer_fingerprint) or []
+
+    def unit_id(self, unit: Sample) -> str:
+        return unit.sample_id
+
+    def scoring(
+        self, loaded: LoadedModel, pending: list[Sample], run_id: str, options: EngineOptions
+    ) -> NiahScoring:
+        memory, engine, results = score_samples(loaded, pending, self.spec, options)
+        settings = {**memory.as_manifest(), "kv_bytes_per_token": kv_bytes_per_token(loaded.model)}
+        return NiahScoring(loaded, self.spec, run_id, engine, results, settings)

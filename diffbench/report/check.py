@@ -5,7 +5,7 @@ cell, task or the overall result regresses only when the accuracy drop exceeds `
 the drop is significant at ``alpha``: a threshold alone fails CI on noise, a test alone fails it
 on a real but negligible drop. Verdicts (right/wrong) use the exact McNemar test; scores that
 are not plain 0/1 (partial credit) also get a seeded paired bootstrap interval and a sign-flip
-test (see diffbench.stats.paired_bootstrap). Cell p-values are
+test (see diffbench.stats.paired_comparison). Cell p-values are
 Holm-adjusted across cells, so a 40-cell grid does not flag ~2 cells by chance at α = 0.05.
 
 Hallucination-probe runs are compared per probe × mode (× length) instead, on each probe's headline
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from diffbench.errors import UsageError
 from diffbench.report.runs import Run
 from diffbench.specs import HallucSpec, NiahSpec, spec_difference
-from diffbench.stats import DEFAULT_RESAMPLES, holm_adjust, mcnemar_exact, paired_bootstrap, wilson_interval
+from diffbench.stats import DEFAULT_RESAMPLES, holm_adjust, paired_comparison, wilson_interval
 
 if TYPE_CHECKING:
     from diffbench.report.halluc_check import Unit
@@ -185,9 +185,11 @@ def _row(level: Level, name: str, pairs: list[Pair], score_test: bool, resamples
     n = len(pairs)
     base_hits = sum(p.baseline_correct for p in pairs)
     cand_hits = sum(p.candidate_correct for p in pairs)
-    only_baseline = sum(p.baseline_correct and not p.candidate_correct for p in pairs)
-    only_candidate = sum(p.candidate_correct and not p.baseline_correct for p in pairs)
-    p_value = mcnemar_exact(only_baseline, only_candidate)
+    baseline = [float(p.baseline_correct) for p in pairs]
+    candidate = [float(p.candidate_correct) for p in pairs]
+    verdicts = paired_comparison(baseline, candidate, resamples=0)  # counts and McNemar only
+    assert verdicts.mcnemar_p is not None  # 0/1 verdicts
+    only_baseline, only_candidate, p_value = verdicts.only_first, verdicts.only_second, verdicts.mcnemar_p
     row = Row(
         level=level,
         name=name,
@@ -204,10 +206,10 @@ def _row(level: Level, name: str, pairs: list[Pair], score_test: bool, resamples
     )
     scored = [p for p in pairs if math.isfinite(p.baseline_score) and math.isfinite(p.candidate_score)]
     if score_test and scored:  # a NaN score (low-precision overflow) has no place in a mean: left out
-        result = paired_bootstrap(
+        result = paired_comparison(
             [p.baseline_score for p in scored], [p.candidate_score for p in scored], resamples, seed
         )
-        row.score_drop = -result.mean_difference
+        row.score_drop = -result.difference
         row.score_drop_ci = (-result.high, -result.low)
         row.score_p_raw = row.score_p_value = result.p_value
     return row
@@ -525,7 +527,7 @@ def run_candidate(
     Samples are regenerated from the spec, which is deterministic; ``compare`` then verifies per
     pair that the prompts are byte-identical (same ``prompt_sha256``) where the tokenizers agree.
     """
-    from diffbench.engine.runner import run_niah
+    from diffbench.engine.registry import run_spec
     from diffbench.report.run_report import write_run_report
 
     if not isinstance(baseline.manifest.spec, NiahSpec):
@@ -533,7 +535,7 @@ def run_candidate(
             f"--candidate-model can rerun niah runs only; {baseline.run_id!r} is a "
             f"{baseline.manifest.task!r} run: run the candidate yourself and pass --candidate RUN_DIR"
         )
-    outcome = run_niah(
+    outcome = run_spec(
         baseline.manifest.spec, [checkpoint], out, results_dir, device, dtype, command, on_event
     )
     write_run_report(outcome.directory)

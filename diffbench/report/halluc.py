@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from diffbench.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+from diffbench.stats import paired_bootstrap, paired_comparison, wilson_interval
 from diffbench.tasks.probes.metrics import memorization_ratio
 
 Row = dict[str, Any]
@@ -229,9 +229,7 @@ def compare_models(
             first = {r["sample_id"]: bool(r["correct"]) for r in members if counted(r)}
             second = {r["sample_id"]: bool(r["correct"]) for r in table[(other, probe, mode)] if counted(r)}
             shared = sorted(set(first) & set(second))
-            only_first = sum(first[s] and not second[s] for s in shared)
-            only_second = sum(second[s] and not first[s] for s in shared)
-            boot = paired_bootstrap(
+            paired = paired_comparison(
                 [float(first[s]) for s in shared], [float(second[s]) for s in shared], resamples=resamples
             )
             comparisons.append(
@@ -240,13 +238,13 @@ def compare_models(
                     "mode": mode,
                     "first": base,
                     "second": other,
-                    "n": len(shared),
-                    "only_first": only_first,
-                    "only_second": only_second,
-                    "mcnemar_p": mcnemar_exact(only_first, only_second),
-                    "difference": boot.mean_difference,
-                    "low": boot.low,
-                    "high": boot.high,
+                    "n": paired.n,
+                    "only_first": paired.only_first,
+                    "only_second": paired.only_second,
+                    "mcnemar_p": paired.mcnemar_p,
+                    "difference": paired.difference,
+                    "low": paired.low,
+                    "high": paired.high,
                 }
             )
     return comparisons

@@ -115,7 +115,7 @@ def length_summary(frame: pd.DataFrame, reference: str | None = None, seed: int 
     samples both answered (paired), with a seeded paired-bootstrap 95% interval.
     """
     from diffbench.lengths import format_length
-    from diffbench.stats import paired_bootstrap, wilson_interval
+    from diffbench.stats import paired_comparison, wilson_interval
 
     verdicts = _verdicts_by_sample(frame)
     rows: list[dict[str, Any]] = []
@@ -149,17 +149,11 @@ def length_summary(frame: pd.DataFrame, reference: str | None = None, seed: int 
             if reference is not None and model != reference:
                 ids = [i for i in part["sample_id"] if (reference, i) in verdicts]
                 if ids:
-                    result = paired_bootstrap(
-                        [verdicts[(reference, i)] for i in ids],
-                        [verdicts[(model, i)] for i in ids],
-                        seed=seed,
-                    )
-                    row.update(
-                        delta=result.mean_difference,
-                        delta_low=result.low,
-                        delta_high=result.high,
-                        paired_n=len(ids),
-                    )
+                    reference_verdicts = [verdicts[(reference, i)] for i in ids]
+                    own_verdicts = [verdicts[(model, i)] for i in ids]
+                    result = paired_comparison(reference_verdicts, own_verdicts, seed=seed)
+                    row.update(delta=result.difference, delta_low=result.low, delta_high=result.high)
+                    row["paired_n"] = result.n
             rows.append(row)
     return pd.DataFrame.from_records(rows)
 

@@ -1,0 +1,319 @@
+"""The one run loop every task runs through: resolve → prepare → open → units → refuse → load → score →
+append → finish.
+
+A task (``Task``: niah's samples, halluc's probe items) says what its units are and how one loaded model
+scores them; the loop owns everything else, the same for every task: every model resolved and checked
+before any weights load, the run directory chosen, opened, locked and resumed, units built once per
+tokenizer and stored, sharded over torchrun ranks (each rank appends to its own shard, rank 0 merges),
+mixed settings refused before any loads, the float32 precision audit, one record appended and fsynced
+per finished unit, memory handed back between models, and the manifest finished whatever happens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import re
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from diffbench.engine.distributed import Ranks, join_ranks, rank_device
+from diffbench.engine.precision import DEFAULT_AUDIT_SAMPLES, PrecisionAudit, float32_reference, needs_audit
+from diffbench.errors import RunDirectoryError
+from diffbench.models.device import attention_implementation, dtype_name, resolve_device, resolve_dtype
+from diffbench.models.load import (
+    LoadedModel,
+    ModelRef,
+    PreparedModel,
+    load_weights,
+    prepare_model,
+    resolve_model_ref,
+)
+from diffbench.specs import Record
+from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
+
+EventHook = Callable[[str, Any], None]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How samples are executed; results agree within float tolerance whatever is chosen here."""
+
+    prefix_sharing: bool = True
+    max_memory_bytes: int | None = None
+    chunk_tokens: int | None = None
+    batch_size: int | None = None  # None: auto_batch_size (1 on CPU)
+    device_map: str | None = None  # "auto": accelerate spreads a model over the visible GPUs
+    precision_audit: int = DEFAULT_AUDIT_SAMPLES  # bf16/fp16 runs: samples also scored in float32
+
+    def as_manifest(self) -> dict[str, object]:
+        return {"prefix_sharing": self.prefix_sharing, "chunk_tokens_requested": self.chunk_tokens}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    directory: Path
+    resumed_records: int
+    new_records: int
+    main: bool = True  # False on torchrun ranks other than 0, which leave reports to rank 0
+
+
+class Scoring(Protocol):
+    """One loaded model's scoring of its pending units, as the task sets it up."""
+
+    settings: dict[str, object]  # the manifest's engine entry: memory plan, chunk and batch size
+
+    def records(self) -> Iterator[Record]:
+        """A record per unit, each yielded as soon as it is finished."""
+        ...
+
+    def throughput(self) -> dict[str, object]:
+        """What the forward passes cost (the cost table's prefill rate), once the records are done."""
+        ...
+
+
+class Task(Protocol):
+    """What one kind of run (niah, halluc) adds to the loop: its spec, its units and their scoring."""
+
+    spec: Any  # a TaskSpec: its fingerprint names the run's sample set
+    label: str  # the task's part of default run directory names
+    precision_audit: bool  # whether bf16/fp16 runs also score their first units from float32 weights
+
+    def build_units(self, store: RunStore, prepared: PreparedModel) -> None:
+        """Generate and store this tokenizer's units unless the run holds them (rank 0, before any load)."""
+        ...
+
+    def units(self, files: RunFiles, prepared: PreparedModel) -> list[Any]:
+        """This tokenizer's stored units, in run order."""
+        ...
+
+    def unit_id(self, unit: Any) -> str:
+        """The sample id the unit's record carries (what resume skips)."""
+        ...
+
+    def scoring(
+        self, loaded: LoadedModel, pending: list[Any], run_id: str, options: EngineOptions
+    ) -> Scoring:
+        """How ``loaded`` scores ``pending``."""
+        ...
+
+
+def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path:
+    """A new run directory under ``root``, created here: runs started in the same second get -2, -3."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    label = "+".join(re.sub(r"[^\w.-]+", "-", name) for name in model_names)[:80]
+    return claim_new_directory(root, f"{stamp}_{task}_{label}")
+
+
+def peak_memory_mb(device: Any, every_gpu: bool = False) -> float:
+    """Peak memory of this process: GPU allocations on CUDA (summed over every visible GPU when a model
+    is spread over them), else resident set size."""
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        indices = range(torch.cuda.device_count()) if every_gpu else [device.index or 0]
+        return sum(torch.cuda.max_memory_allocated(i) for i in indices) / 2**20
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Model names, with #2, #3 added to repeats so records of different models never mix."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return result
+
+
+def resolve_named_refs(model_texts: list[str]) -> list[ModelRef]:
+    """Every --model resolved, repeats renamed name#2, name#3 so their records never mix."""
+    refs = [resolve_model_ref(text) for text in model_texts]
+    names = unique_names([ref.name for ref in refs])
+    return [
+        ref if ref.name == name else type(ref)(ref.text, name, ref.kind, ref.location)
+        for ref, name in zip(refs, names, strict=True)
+    ]
+
+
+def run_task(
+    task: Task,
+    model_texts: list[str],
+    out: Path | None,
+    results_root: Path,
+    device_choice: str,
+    dtype_choice: str,
+    command: list[str],
+    on_event: EventHook,
+    options: EngineOptions | None = None,
+) -> RunOutcome:
+    """Run every model on the task's units into a (possibly resumed) run directory.
+
+    ``on_event`` receives ("plan", total), ("model", name), ("done", record) and ("status", text),
+    which the CLI turns into a progress bar; the loop itself never prints.
+    """
+    refs = resolve_named_refs(model_texts)
+    device = resolve_device(rank_device(device_choice))
+    dtype = resolve_dtype(dtype_choice, device)
+    options = options or EngineOptions()
+
+    # Everything that can refuse the run happens before the run directory is touched, so a corrected
+    # command can reuse the same --out.
+    on_event("status", f"preparing {len(refs)} model(s)")
+    prepared = [prepare_model(ref, task.spec.rope_scaling, max(task.spec.lengths)) for ref in refs]
+
+    ranks = join_ranks(device)
+    try:
+        return _run_ranked(
+            task, prepared, model_texts, out, results_root, command, on_event, options, ranks, device, dtype
+        )
+    finally:
+        ranks.leave()
+
+
+def _run_ranked(
+    task: Task,
+    prepared: list[PreparedModel],
+    model_texts: list[str],
+    out: Path | None,
+    results_root: Path,
+    command: list[str],
+    on_event: EventHook,
+    options: EngineOptions,
+    ranks: Ranks,
+    device: Any,
+    dtype: Any,
+) -> RunOutcome:
+    """The run on one rank: rank 0 owns the directory; every rank scores its share of what is left."""
+    spec = task.spec
+    directory = None
+    if ranks.main:
+        directory = out or find_resumable(results_root, spec, model_texts)
+        directory = directory or default_run_directory(
+            results_root, task.label, [p.ref.name for p in prepared]
+        )
+    directory = ranks.from_main(directory)
+    assert directory is not None  # rank 0 always chooses one
+    run_id = directory.name
+    store = RunStore.open(directory, spec, run_id, model_texts, command) if ranks.main else None
+    files = store or RunFiles(directory)
+    started = time.perf_counter()
+    resumed = new = 0
+    status = "failed"
+    try:
+        if store is not None:
+            for item in prepared:
+                on_event("status", f"building samples for {item.ref.name}")
+                task.build_units(store, item)
+        ranks.barrier()  # the units are on disk for every rank
+        work: list[tuple[PreparedModel, list[Any]]] = []
+        for item in prepared:
+            units = task.units(files, item)
+            done = files.completed(item.ref.name)
+            resumed += sum(task.unit_id(u) in done for u in units)
+            work.append((item, ranks.shard([u for u in units if task.unit_id(u) not in done])))
+        _refuse_mixed_settings(store, ranks, work, device, dtype)
+        on_event("plan", sum(len(pending) for _, pending in work))
+        for item, pending in work:
+            if pending:
+                new += _run_model(
+                    task, item, pending, store, files, ranks, run_id, on_event, options, device, dtype
+                )
+        peaks = ranks.gather(peak_memory_mb(device, bool(options.device_map)))
+        new = sum(ranks.gather(new))
+        ranks.barrier()  # every shard is complete
+        if store is not None:
+            store.merge_shards()
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if store is not None:
+            store.finish(
+                status,
+                time.perf_counter() - started,
+                max(peaks) if status == "complete" else peak_memory_mb(device, bool(options.device_map)),
+            )
+            store.close()
+    return RunOutcome(directory=directory, resumed_records=resumed, new_records=new, main=ranks.main)
+
+
+def _refuse_mixed_settings(
+    store: RunStore | None, ranks: Ranks, work: list[tuple[PreparedModel, list[Any]]], device: Any, dtype: Any
+) -> None:
+    """Every model with work checked before any loads (device kind, dtype, kernel); every rank learns it."""
+    refusal = None
+    if store is not None:
+        try:
+            for item, pending in work:
+                if pending:
+                    attention = attention_implementation(device, dtype, item.config)
+                    store.refuse_mixed_settings(item.ref.name, str(device), dtype_name(dtype), attention)
+        except RunDirectoryError as error:
+            refusal = str(error)
+    refusal = ranks.from_main(refusal)
+    if refusal is not None:
+        raise RunDirectoryError(refusal)
+
+
+def _run_model(
+    task: Task,
+    item: PreparedModel,
+    pending: list[Any],
+    store: RunStore | None,
+    files: RunFiles,
+    ranks: Ranks,
+    run_id: str,
+    on_event: EventHook,
+    options: EngineOptions,
+    device: Any,
+    dtype: Any,
+) -> int:
+    """One model's pending units, loaded, scored and appended; its weights freed afterwards."""
+    attention = attention_implementation(device, dtype, item.config)
+    audit: PrecisionAudit | None = None
+    # Rank 0 audits its own first units; a model spread by --device-map may not fit in float32.
+    wants_audit = task.precision_audit and needs_audit(dtype, options.precision_audit)
+    if store is not None and not options.device_map and wants_audit:
+        on_event("status", f"precision audit: {item.ref.name} in float32")
+        audit = float32_reference(
+            item,
+            device,
+            pending[: options.precision_audit],
+            lambda reference, subset: task.scoring(reference, subset, run_id, options).records(),
+            dtype_name(dtype),
+        )
+    on_event("status", f"loading {item.ref.name}")
+    loaded = load_weights(item, device, dtype, attention, options.device_map)
+    scoring = task.scoring(loaded, pending, run_id, options)
+    settings = {**options.as_manifest(), **scoring.settings}
+    if store is not None:
+        store.register_model(loaded.entry)
+        store.record_engine(loaded.entry.name, settings)
+    on_event("model", f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})")
+    new = 0
+    for record in scoring.records():
+        if ranks.world == 1 and store is not None:
+            store.append(record)
+        else:
+            files.append_to_shard(ranks.rank, record)
+        new += 1
+        on_event("done", record)
+        if audit is not None:
+            audit.observe(record.sample_id, record.answer_logprob, record.correct)
+    if store is not None:  # the cost table's throughput: this session's forward passes
+        checked = {"precision_audit": audit.as_manifest()} if audit is not None else {}
+        store.record_engine(loaded.entry.name, {**settings, **scoring.throughput(), **checked})
+    del loaded, scoring
+    gc.collect()
+    if device.type == "cuda":  # hand the freed weights and caches back before the next model loads
+        import torch
+
+        torch.cuda.empty_cache()
+    return new
