@@ -14,119 +14,39 @@ A task file holds what decides the sample set and scoring (for ``task = "niah"``
     [engine]                   # optional: prefix_sharing, max_memory, chunk_tokens, batch_size
     attn = true                # optional: then the attention pass, as --attn (RUN/attention)
 
-Lengths and depths go through :func:`diffbench.lengths.parse_lengths` and :func:`parse_depths`, the
-parsers of ``--lengths`` and ``--depths``, so a file and the command line accept the same grids and
-build identical specs. Every problem (a missing or unreadable file, TOML syntax, an unknown field, a
-wrong type or value, an unsupported ``format``, an unknown ``task``) is one :class:`UsageError`
-line that starts with the file's path and names the field. A new task kind is a new fields model in
-``TASK_KINDS``: ``task = "niah"`` (NiahSpec, multi-needle included) and ``task = "halluc"`` (the
-hallucination probes' HallucSpec, built by the same function as ``diffbench halluc``'s options).
+A niah file's fields are ``tasks.options.NiahOptions``, the model `diffbench niah` builds from its flags,
+so a file and the command line accept the same values (lengths and depths in the ``--lengths`` and
+``--depths`` grammar too) and build identical specs. Every problem (a missing or unreadable file,
+TOML syntax, an unknown field, a wrong type or value, an unsupported ``format``, an unknown ``task``)
+is one :class:`UsageError` line that starts with the file's path and names the field. A new task kind
+is a new fields model in ``TASK_KINDS``: ``task = "niah"`` (NiahSpec, multi-needle included) and
+``task = "halluc"`` (the hallucination probes' HallucSpec, built by the same function as
+``diffbench halluc``'s options).
 """
 
 from __future__ import annotations
 
 import difflib
-import reprlib
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from diffbench.errors import UsageError
-from diffbench.lengths import MAX_GRID, parse_depths, parse_lengths, parse_token_count
-from diffbench.specs import HallucSpec, NeedleSpec, NiahSpec
+from diffbench.specs import HallucSpec, NiahSpec
+from diffbench.tasks.options import GridDepths, GridLengths, NiahOptions, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 reads TOML with tomli, tomllib's original
     import tomli as tomllib
 
-T = TypeVar("T")
 FORMAT_VERSION = 1
-# What a custom needle's instruction is unless the [needle] table (or nothing, on the command line) sets it.
-CUSTOM_NEEDLE_INSTRUCTION = (
-    "A long document follows. Read it carefully: you will be asked about it afterwards."
-)
-
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_short.maxlevel = 2
-_short.maxlist = _short.maxdict = 4
 
 
-def quote(value: object) -> str:
-    """A value as it appears in a message: repr-quoted, on one line, at most about 60 characters."""
-    return _short.repr(value)
-
-
-# ----------------------------------------------------------------------------- lengths and depths
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _usage_to_value_error(parse: Callable[[str], T], text: str) -> T:
-    """Run a command-line parser; its UsageError becomes the ValueError pydantic attaches a field to."""
-    try:
-        return parse(text)
-    except UsageError as error:
-        raise ValueError(str(error)) from None
-
-
-def file_lengths(value: Any) -> list[int]:
-    """lengths = "8k-64k" (the --lengths grammar), a single number, or a list of lengths [8192, "16k"]."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise ValueError('is empty: use e.g. "8k-64k" (doubling), "8k:64k:8k" or [4096, "12k"]')
-        return _usage_to_value_error(parse_lengths, value)
-    if _is_number(value):
-        _usage_to_value_error(parse_token_count, str(value))
-        return _usage_to_value_error(parse_lengths, str(value))
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("is an empty list: give at least one length, e.g. [4096, 8192]")
-        if len(value) > MAX_GRID:
-            raise ValueError(f"holds {len(value)} lengths: at most {MAX_GRID}")
-        texts = []
-        for item in value:
-            if not (_is_number(item) or isinstance(item, str)):
-                raise ValueError(f'item {quote(item)} is neither a number nor a length such as "8k"')
-            _usage_to_value_error(parse_token_count, str(item))  # one length per item, never a range
-            texts.append(str(item).strip())
-        return _usage_to_value_error(parse_lengths, ",".join(texts))
-    raise ValueError(f'should be a text such as "8k-64k" or a list of lengths, got {quote(value)}')
-
-
-def file_depths(value: Any) -> list[float]:
-    """depths = 5 (a count), "0,50,100" (the --depths grammar) or [0, 12.5, 100] (percentages)."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise ValueError("is empty: use a count such as 5, or percentages such as [0, 50, 100]")
-        return _usage_to_value_error(parse_depths, value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _usage_to_value_error(parse_depths, str(value))
-    if isinstance(value, float):
-        raise ValueError(
-            f"{quote(value)} is no count: a single number counts depths (e.g. 5); "
-            "list percentages as [0, 12.5, 100]"
-        )
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("is an empty list: give at least one percentage, e.g. [0, 50, 100]")
-        for item in value:
-            if not _is_number(item):
-                raise ValueError(f"item {quote(item)} is not a number: list percentages, e.g. [0, 50, 100]")
-            if not 0 <= item <= 100:  # also refuses nan
-                raise ValueError(f"item {quote(item)} is outside 0..100: depths are percentages")
-        # '%' marks every item a percentage, so [5] is depth 5%, not a count of 5 depths.
-        return _usage_to_value_error(parse_depths, ",".join(f"{item!r}%" for item in value))
-    raise ValueError(
-        f'should be a count, a text such as "0,50,100" or a list of percentages, got {quote(value)}'
-    )
+# ----------------------------------------------------------------------------- probes
 
 
 def file_probes(value: Any) -> str:
@@ -147,8 +67,6 @@ def _models(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-FileLengths = Annotated[list[int], BeforeValidator(file_lengths)]
-FileDepths = Annotated[list[float], BeforeValidator(file_depths)]
 FileProbes = Annotated[str, BeforeValidator(file_probes)]
 ModelName = Annotated[str, Field(min_length=1)]
 
@@ -160,41 +78,6 @@ class _Strict(BaseModel):
     """TOML values are typed already: no coercion ("5" is no integer), no unknown fields."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class NeedleTable(_Strict):
-    """[needle]: the fields of NeedleSpec. Setting ``needle`` defines a custom needle, as --needle does:
-    it needs ``question`` and ``answer`` (which must occur in it), and ``answer_prefix`` and
-    ``instruction`` then default to "" and a neutral instruction instead of the magic-number ones."""
-
-    needle: str | None = None
-    question: str | None = None
-    answer: str | None = None
-    answer_prefix: str | None = None
-    instruction: str | None = None
-
-    @model_validator(mode="after")
-    def _custom_needle_is_complete(self) -> NeedleTable:
-        custom = {"needle": self.needle, "question": self.question, "answer": self.answer}
-        given = [name for name, value in custom.items() if value is not None]
-        if given and len(given) < 3:
-            missing = " and ".join(repr(name) for name in custom if custom[name] is None)
-            raise ValueError(f"a custom needle needs needle, question and answer: add {missing}")
-        blank = [name for name, value in custom.items() if value is not None and not value.strip()]
-        if blank:
-            verb, them = ("is", "it") if len(blank) == 1 else ("are", "them")
-            raise ValueError(f"{' and '.join(repr(name) for name in blank)} {verb} empty; give {them} text")
-        if self.needle is not None and self.answer is not None and self.answer not in self.needle:
-            raise ValueError(
-                f"answer {quote(self.answer)} does not occur in the needle; the needle must contain it"
-            )
-        return self
-
-    def to_spec(self) -> NeedleSpec:
-        set_fields = {name: value for name, value in self.model_dump().items() if value is not None}
-        if self.needle is not None:
-            set_fields = {"answer_prefix": "", "instruction": CUSTOM_NEEDLE_INSTRUCTION, **set_fields}
-        return NeedleSpec(**set_fields)
 
 
 class EngineTable(_Strict):
@@ -235,80 +118,10 @@ class TaskFields(_Strict):
         raise NotImplementedError
 
 
-class NiahFields(TaskFields):
-    """task = "niah": NiahSpec's fields (lengths and depths in the command line's grammar too)."""
+class NiahFields(NiahOptions, TaskFields):
+    """task = "niah": the options of `diffbench niah` (NiahOptions, one declaration for both)."""
 
     task: Literal["niah"]
-    lengths: FileLengths
-    depths: FileDepths
-    samples_per_cell: int = Field(default=1, ge=1)
-    seed: int = 0
-    haystack: str = "prose"
-    haystack_per_sample: bool = False
-    needle: NeedleTable = NeedleTable()
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    answer_budget: int | None = Field(default=None, ge=1)  # default: 32 per asked needle (64 for uuids)
-    generate: bool | None = None  # default: greedy decoding decides when several values are asked
-    rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
-    needles: int | Annotated[list[int], Field(min_length=1)] = 1  # a list sweeps N: one run per value
-    queries: int | None = None  # in a sweep, capped at each N (the Diff paper's "R = 2 except N = 1")
-    kind: Literal["multikey", "multivalue", "multiquery"] | None = None
-    values: Literal["numbers", "words", "uuids"] = "numbers"
-
-    @model_validator(mode="after")
-    def _room_for_a_prompt(self) -> NiahFields:
-        for spec in self.to_specs():
-            if self.lengths[0] <= spec.answer_budget:
-                raise ValueError(
-                    f"field 'lengths': length {self.lengths[0]} leaves no room for a prompt after "
-                    f"answer_budget {spec.answer_budget}; use longer lengths or a smaller answer_budget"
-                )
-        return self
-
-    def to_specs(self) -> list[NiahSpec]:
-        """One spec, or one per N of a ``needles`` sweep; each N checked as ``--needles`` would be."""
-        from diffbench.tasks.multi_needle import (
-            answer_budget_per_query,
-            needle_for_values,
-            needle_options,
-            scored_by_generation,
-        )
-
-        counts = self.needles if isinstance(self.needles, list) else [self.needles]
-        specs = []
-        for count in counts:
-            queries = self.queries
-            if isinstance(self.needles, list) and queries is not None:
-                queries = min(queries, count)
-            needle = self.needle.to_spec()
-            try:
-                queries, kind = needle_options(count, queries, self.kind, self.values, needle, flag="")
-            except UsageError as error:
-                raise ValueError(f"field 'needles': {error}") from None
-            budget = self.answer_budget or answer_budget_per_query(self.values) * queries
-            specs.append(
-                NiahSpec(
-                    lengths=self.lengths,
-                    depths=self.depths,
-                    samples_per_cell=self.samples_per_cell,
-                    seed=self.seed,
-                    haystack=self.haystack,
-                    haystack_per_sample=self.haystack_per_sample,
-                    needle=needle_for_values(needle, self.values),
-                    chat_template=self.chat_template,
-                    answer_budget=budget,
-                    generate=scored_by_generation(self.generate, queries),
-                    rope_scaling=self.rope_scaling,
-                    needles=count,
-                    queries=queries,
-                    kind=kind,  # type: ignore[arg-type]
-                    values=self.values,
-                )
-            )
-        return specs
-
-    def to_spec(self) -> NiahSpec:
-        return self.to_specs()[0]
 
 
 class HallucFields(TaskFields):
@@ -317,8 +130,8 @@ class HallucFields(TaskFields):
 
     task: Literal["halluc"]
     probes: FileProbes | None = None  # None: the five, P1-P5
-    lengths: FileLengths = [4096]
-    depths: FileDepths = [0.0, 25.0, 50.0, 75.0, 100.0]
+    lengths: GridLengths = [4096]
+    depths: GridDepths = [0.0, 25.0, 50.0, 75.0, 100.0]
     samples_per_cell: int = Field(default=100, ge=1)
     seed: int = 0
     mode: Literal["generate", "forced", "both"] = "both"

@@ -31,7 +31,6 @@ from diffbench.analysis.attention_mass import (
     row_probabilities,
 )
 from diffbench.cli import app
-from diffbench.cli.common import build_needle
 from diffbench.tasks.niah import generate_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -485,21 +484,9 @@ def test_niah_attn_resumes_a_sample_cut_short(
 
 def test_multi_needle_labels_every_asked_answer(tiny_tokenizer: Any) -> None:
     from diffbench.haystack.sources import load_source
-    from diffbench.tasks.niah import build_niah_spec
+    from diffbench.tasks.options import NiahOptions
 
-    spec = build_niah_spec(
-        "512",
-        "0,50",
-        1,
-        0,
-        "prose",
-        build_needle(None, None, None, None),
-        "auto",
-        None,
-        "none",
-        needles=4,
-        queries=2,
-    )
+    spec = NiahOptions(lengths=[512], depths=[0.0, 50.0], needles=4, queries=2).to_spec()
     for sample in generate_samples(spec, tiny_tokenizer, load_source("prose", 0)):
         needles = sample.needles or []
         asked = sorted((n for n in needles if n.query is not None), key=lambda n: int(n.query or 0))

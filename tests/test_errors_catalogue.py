@@ -576,11 +576,15 @@ CASES = [
         "E-DEPTH-RANGE", niah("--depths", "-5,50"), "depths are percentages from 0 to 100", variant="negative"
     ),
     # Task options
-    Case("E-NEEDLE-WITHOUT-NEEDLE", niah("--question", "What?"), "--question and --answer need --needle too"),
+    Case(
+        "E-NEEDLE-WITHOUT-NEEDLE",
+        niah("--question", "What?"),
+        "a custom needle needs --needle, --question and --answer: add --needle",
+    ),
     Case(
         "E-NEEDLE-INCOMPLETE",
         niah("--needle", "The code is blue."),
-        "a custom --needle needs --question and --answer as well",
+        "a custom needle needs --needle, --question and --answer: add --question and --answer",
     ),
     Case(
         "E-NEEDLE-EMPTY",
@@ -779,13 +783,13 @@ CASES = [
     Case(
         "E-TASKFILE-NEEDLE-ANSWER",
         RUN_TASK,
-        "does not occur in the needle; the needle must contain it",
+        "does not occur in needle; the needle must contain the answer",
         prepare=write("task.toml", TASK + '[needle]\nneedle = "Blue."\nquestion = "?"\nanswer = "red"\n'),
     ),
     Case(
         "E-TASKFILE-NEEDLE-EMPTY",
         RUN_TASK,
-        "' is empty; give it text",
+        "is empty; a custom needle needs text in all three",
         prepare=write("task.toml", TASK + '[needle]\nneedle = "Blue."\nquestion = " "\nanswer = "Blue"\n'),
     ),
     Case(

@@ -20,7 +20,8 @@ from diffbench.errors import UsageError
 from diffbench.haystack.sources import load_source
 from diffbench.specs import NeedleSpec, NiahSpec, Record, Sample
 from diffbench.tasks.multi_needle import CITIES, needle_options
-from diffbench.tasks.niah import build_niah_spec, generate_samples
+from diffbench.tasks.niah import generate_samples
+from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SENTENCE_END = re.compile(r"[.!?]$")
@@ -43,10 +44,9 @@ def multi_spec(
     values: str = "numbers",
     haystack: str = "prose",
 ) -> NiahSpec:
-    return build_niah_spec(
-        lengths, depths, samples, seed, haystack, NeedleSpec(), "auto", None, "none",
-        needles=needles, queries=queries, kind=kind, values=values,
-    )  # fmt: skip
+    options = {"lengths": lengths, "depths": depths, "samples_per_cell": samples, "seed": seed}
+    extra = {"haystack": haystack, "needles": needles, "queries": queries, "kind": kind, "values": values}
+    return command_line_options(NiahOptions, {**options, **extra}).to_spec(COMMAND_LINE)
 
 
 def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
@@ -99,7 +99,7 @@ def test_options_resolve_kind_and_queries_and_refuse_bad_combinations() -> None:
 
 def test_single_needle_specs_keep_their_fingerprint_and_sample_ids(tiny_tokenizer: Any) -> None:
     """The fingerprint of a default spec is the one diffbench gave it before multi-needle fields existed."""
-    spec = build_niah_spec("256", "0%", 1, 0, "prose", NeedleSpec(), "auto", None, "none")
+    spec = command_line_options(NiahOptions, {"lengths": "256", "depths": "0%"}).to_spec(COMMAND_LINE)
     assert spec == NiahSpec(lengths=[256], depths=[0.0], samples_per_cell=1, answer_budget=32)
     # Before the answer-boundary rule: the fingerprint diffbench gave it before multi-needle fields existed.
     assert spec.model_copy(update={"answer_boundary": False}).fingerprint() == "db7047571e03ecb3"

@@ -470,7 +470,7 @@ ERRORS = [
     (
         "needle-answer",
         MINIMAL + '[needle]\nneedle = "x"\nquestion = "q"\nanswer = "y"\n',
-        "does not occur in the",
+        "does not occur in needle",
     ),
     (
         "engine-memory",

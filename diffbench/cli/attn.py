@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from diffbench.cli.common import build_needle, print_attention
+from diffbench.cli.common import niah_spec, print_attention
 from diffbench.cli.console import stderr, stdout, user_errors
 from diffbench.cli.options import (
     DEFAULT_MODELS,
@@ -65,18 +65,20 @@ def attn(
     with user_errors():
         from diffbench.analysis.attention_run import AttentionOptions, run_attention
         from diffbench.progress import sample_progress
-        from diffbench.tasks.niah import build_niah_spec
 
-        spec = build_niah_spec(
-            lengths,
-            depths,
-            samples,
-            seed,
-            haystack,
-            build_needle(needle, question, answer, answer_prefix),
-            chat_template,
-            answer_budget,
-            rope_scaling,
+        spec = niah_spec(
+            needle,
+            question,
+            answer,
+            answer_prefix,
+            lengths=lengths,
+            depths=depths,
+            samples_per_cell=samples,
+            seed=seed,
+            haystack=haystack,
+            chat_template=chat_template,
+            answer_budget=answer_budget,
+            rope_scaling=rope_scaling,
         )
         options = AttentionOptions(key_chunk=key_chunk, prefill_chunk=chunk_tokens)
         with sample_progress(stderr, "attn") as on_event:

@@ -1,4 +1,4 @@
-"""What several commands share: the needle they build from flags, the engine options they map to, and
+"""What several commands share: the NIAH spec they build from flags, the engine options they map to, and
 the attention pass (`--attn`) with its printout."""
 
 from __future__ import annotations
@@ -12,37 +12,18 @@ from diffbench.errors import UsageError
 
 if TYPE_CHECKING:
     from diffbench.engine.loop import EngineOptions
+    from diffbench.specs import NiahSpec
 
 
-def build_needle(
-    needle: str | None, question: str | None, answer: str | None, answer_prefix: str | None
-) -> Any:
-    """The default magic-number needle, or a custom one (needle, question and answer go together)."""
-    from diffbench.specs import NeedleSpec
-    from diffbench.taskfile import CUSTOM_NEEDLE_INSTRUCTION
+def niah_spec(
+    needle: str | None, question: str | None, answer: str | None, answer_prefix: str | None, **options: Any
+) -> NiahSpec:
+    """The NiahSpec of `niah` or `attn` flags, built through NiahOptions (the model task files use too),
+    every problem one usage error naming its flag."""
+    from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
 
-    if needle is None:
-        if question is not None or answer is not None:
-            raise UsageError("--question and --answer need --needle too (all three define a custom needle)")
-        return NeedleSpec() if answer_prefix is None else NeedleSpec(answer_prefix=answer_prefix)
-    if question is None or answer is None:
-        raise UsageError("a custom --needle needs --question and --answer as well")
-    given = {"--needle": needle, "--question": question, "--answer": answer}
-    blank = [flag for flag, value in given.items() if not value.strip()]
-    if blank:
-        verb = "is" if len(blank) == 1 else "are"
-        raise UsageError(f"{' and '.join(blank)} {verb} empty; a custom needle needs text in all three")
-    if answer not in needle:
-        raise UsageError(
-            f"--answer {answer!r} does not occur in --needle; the needle must contain the answer"
-        )
-    return NeedleSpec(
-        needle=needle,
-        question=question,
-        answer=answer,
-        answer_prefix=answer_prefix or "",
-        instruction=CUSTOM_NEEDLE_INSTRUCTION,
-    )
+    flags = {"needle": needle, "question": question, "answer": answer, "answer_prefix": answer_prefix}
+    return command_line_options(NiahOptions, {**options, "needle": flags}).to_spec(COMMAND_LINE)
 
 
 def engine_options(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from diffbench.cli.common import attention_pass, build_needle, engine_options, print_attention
+from diffbench.cli.common import attention_pass, engine_options, niah_spec, print_attention
 from diffbench.cli.console import stderr, stdout, user_errors
 from diffbench.cli.options import (
     DEFAULT_MODELS,
@@ -134,18 +134,19 @@ def niah(
 ) -> None:
     """Needle-in-a-haystack over a depth × length grid, token-exact in each model's tokenizer."""
     with user_errors():
-        from diffbench.tasks.niah import build_niah_spec
-
-        spec = build_niah_spec(
-            lengths,
-            depths,
-            samples,
-            seed,
-            haystack,
-            build_needle(needle, question, answer, answer_prefix),
-            chat_template,
-            answer_budget,
-            rope_scaling,
+        spec = niah_spec(
+            needle,
+            question,
+            answer,
+            answer_prefix,
+            lengths=lengths,
+            depths=depths,
+            samples_per_cell=samples,
+            seed=seed,
+            haystack=haystack,
+            chat_template=chat_template,
+            answer_budget=answer_budget,
+            rope_scaling=rope_scaling,
             generate=generate,
             haystack_per_sample=haystack_per_sample,
             needles=needles,

@@ -24,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from diffbench.errors import UsageError
 from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble_needles
 from diffbench.seeding import rng_for
-from diffbench.specs import NeedleSpec, NiahSpec, PlacedNeedle, Sample
+from diffbench.specs import NeedleKind, NeedleSpec, NiahSpec, PlacedNeedle, Sample
 
 # Invented city names (no real place, so no model knows a "magic number" for one from training).
 CITIES = (
@@ -65,51 +66,62 @@ MULTIVALUE_NOTE = (
 )
 
 
+def command_line_flag(field: str) -> str:
+    return f"--{field}"
+
+
 def needle_options(
-    needles: int, queries: int | None, kind: str | None, values: str, needle: NeedleSpec, flag: str = "--"
-) -> tuple[int, str]:
-    """Check N, R, kind and values together; the resolved (queries, kind). ``flag`` prefixes option names.
+    needles: int,
+    queries: int | None,
+    kind: str | None,
+    values: str,
+    needle: NeedleSpec,
+    name: Callable[[str], str] = command_line_flag,
+) -> tuple[int, NeedleKind]:
+    """Check N, R, kind and values together; the resolved (queries, kind). ``name`` words an option as
+    the front end that asked spells it (``tasks.options.Spelling``).
 
     Left out, ``queries`` is N for multivalue and 1 otherwise, and ``kind`` is multiquery when several
     keys are asked, else multikey.
     """
+    n_opt, r_opt, kind_opt, values_opt = (name(field) for field in ("needles", "queries", "kind", "values"))
     if kind is not None and kind not in KINDS:
-        raise UsageError(f"unknown {flag}kind {kind!r}: use multikey, multivalue or multiquery")
+        raise UsageError(f"unknown {kind_opt} {kind!r}: use multikey, multivalue or multiquery")
     if values not in VALUE_KINDS:
-        raise UsageError(f"unknown {flag}values {values!r}: use numbers, words or uuids")
+        raise UsageError(f"unknown {values_opt} {values!r}: use numbers, words or uuids")
     if needles < 1:
-        raise UsageError(f"{flag}needles {needles} must be 1 or more")
+        raise UsageError(f"{n_opt} {needles} must be 1 or more")
     pool = len(WORD_VALUES) if values == "words" else len(CITIES)
     if needles > pool:
-        raise UsageError(f"{flag}needles {needles} is more than the {pool} distinct needles diffbench has")
+        raise UsageError(f"{n_opt} {needles} is more than the {pool} distinct needles diffbench has")
     if queries is None:
         queries = needles if kind == "multivalue" else 1
     if queries < 1:
-        raise UsageError(f"{flag}queries {queries} must be 1 or more")
+        raise UsageError(f"{r_opt} {queries} must be 1 or more")
     if queries > needles:
         raise UsageError(
-            f"{flag}queries {queries} is more than {flag}needles {needles}: at most every needle can be asked"
+            f"{r_opt} {queries} is more than {n_opt} {needles}: at most every needle can be asked"
         )
     if kind is None:
         kind = "multiquery" if queries > 1 else "multikey"
     if kind == "multikey" and queries != 1:
         raise UsageError(
-            f"{flag}kind multikey asks one needle, not {queries}: use {flag}kind multiquery to ask several"
+            f"{kind_opt} multikey asks one needle, not {queries}: use {kind_opt} multiquery to ask several"
         )
     if kind == "multiquery" and queries < 2:
-        raise UsageError(f"{flag}kind multiquery asks several keys: set {flag}queries 2 or more")
+        raise UsageError(f"{kind_opt} multiquery asks several keys: set {r_opt} 2 or more")
     if kind == "multivalue" and (needles < 2 or queries != needles):
         raise UsageError(
-            f"{flag}kind multivalue gives one key {flag}needles values and asks all of them: "
-            f"use {flag}needles 2 or more and leave out {flag}queries (or set it to {flag}needles)"
+            f"{kind_opt} multivalue gives one key {n_opt} values and asks all of them: "
+            f"use {n_opt} 2 or more and leave out {r_opt} (or set it to {n_opt})"
         )
     several = needles > 1 or values != "numbers"
     if several and not ("{key}" in needle.needle and "{value}" in needle.needle):
         raise UsageError(
-            f"{flag}needles {needles} / {flag}values {values} need a needle with {{key}} and {{value}} "
+            f"{n_opt} {needles} / {values_opt} {values} need a needle with {{key}} and {{value}} "
             "placeholders, which tell the needles apart"
         )
-    return queries, kind
+    return queries, cast(NeedleKind, kind)  # one of KINDS, checked above
 
 
 VALUE_NOUNS = {"numbers": "number", "words": "word", "uuids": "UUID"}

@@ -18,14 +18,10 @@ from diffbench.errors import UsageError
 from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble
 from diffbench.haystack.sources import HaystackSource
 from diffbench.seeding import rng_for
-from diffbench.specs import NeedleSpec, NiahSpec, Sample
+from diffbench.specs import NiahSpec, Sample
 from diffbench.tasks.multi_needle import (
-    answer_budget_per_query,
     build_multi,
     multi_sample_id,
-    needle_for_values,
-    needle_options,
-    scored_by_generation,
 )
 
 KEY_ADJECTIVES = (
@@ -163,57 +159,4 @@ def _build(
         haystack_span=built.haystack_span,
         chat_template=chat,
         prompt_sha256=digest,
-    )
-
-
-def build_niah_spec(
-    lengths: str,
-    depths: str,
-    samples: int,
-    seed: int,
-    haystack: str,
-    needle: NeedleSpec,
-    chat_template: str,
-    answer_budget: int | None,
-    rope_scaling: str,
-    generate: bool | None = None,
-    haystack_per_sample: bool = False,
-    needles: int = 1,
-    queries: int | None = None,
-    kind: str | None = None,
-    values: str = "numbers",
-) -> NiahSpec:
-    """The NiahSpec of command-line options (niah, attn), each checked with a one-line usage error."""
-    from diffbench.lengths import parse_depths, parse_lengths
-
-    if chat_template not in ("auto", "on", "off"):
-        raise UsageError(f"unknown --chat-template {chat_template!r}: use auto, on or off")
-    if rope_scaling not in ("none", "dynamic", "yarn"):
-        raise UsageError(f"unknown --rope-scaling {rope_scaling!r}: use none, dynamic or yarn")
-    resolved_queries, resolved_kind = needle_options(needles, queries, kind, values, needle)
-    generate = scored_by_generation(generate, resolved_queries)
-    needle = needle_for_values(needle, values)
-    if answer_budget is None:  # each asked needle's answer sentence gets its own share
-        answer_budget = answer_budget_per_query(values) * resolved_queries
-    grid_lengths = parse_lengths(lengths)
-    if grid_lengths[0] <= answer_budget:
-        raise UsageError(
-            f"length {grid_lengths[0]} leaves no room for a prompt after --answer-budget {answer_budget}"
-        )
-    return NiahSpec(
-        lengths=grid_lengths,
-        depths=parse_depths(depths),
-        samples_per_cell=samples,
-        seed=seed,
-        haystack=haystack,
-        needle=needle,
-        chat_template=chat_template,  # type: ignore[arg-type]
-        answer_budget=answer_budget,
-        generate=generate,
-        rope_scaling=rope_scaling,  # type: ignore[arg-type]
-        haystack_per_sample=haystack_per_sample,
-        needles=needles,
-        queries=resolved_queries,
-        kind=resolved_kind,  # type: ignore[arg-type]
-        values=values,  # type: ignore[arg-type]
     )
