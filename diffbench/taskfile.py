@@ -36,7 +36,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from diffbench.errors import UsageError
 from diffbench.specs import HallucSpec, NiahSpec
-from diffbench.tasks.options import GridDepths, GridLengths, NiahOptions, quote
+from diffbench.tasks.options import HallucOptions, NiahOptions, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,28 +46,10 @@ else:  # pragma: no cover - Python 3.10 reads TOML with tomli, tomllib's origina
 FORMAT_VERSION = 1
 
 
-# ----------------------------------------------------------------------------- probes
-
-
-def file_probes(value: Any) -> str:
-    """probes = "factsum,p2" (the --probes grammar) or a list of names ["factsum", "p2"] → --probes text."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        if not value:
-            raise ValueError('is an empty list: name at least one probe, e.g. ["factsum", "factqa"]')
-        for item in value:
-            if not isinstance(item, str):
-                raise ValueError(f'item {quote(item)} is not a probe name such as "factqa" or "p2"')
-        return ",".join(value)
-    raise ValueError(f'should be a text such as "factsum,p2" or a list of probe names, got {quote(value)}')
-
-
 def _models(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-FileProbes = Annotated[str, BeforeValidator(file_probes)]
 ModelName = Annotated[str, Field(min_length=1)]
 
 
@@ -124,43 +106,10 @@ class NiahFields(NiahOptions, TaskFields):
     task: Literal["niah"]
 
 
-class HallucFields(TaskFields):
-    """task = "halluc": the options of `diffbench halluc`, with its defaults (all five probes at 4K,
-    100 items each), so a file and the equivalent command build the same HallucSpec."""
+class HallucFields(HallucOptions, TaskFields):
+    """task = "halluc": the options of `diffbench halluc` (HallucOptions, one declaration for both)."""
 
     task: Literal["halluc"]
-    probes: FileProbes | None = None  # None: the five, P1-P5
-    lengths: GridLengths = [4096]
-    depths: GridDepths = [0.0, 25.0, 50.0, 75.0, 100.0]
-    samples_per_cell: int = Field(default=100, ge=1)
-    seed: int = 0
-    mode: Literal["generate", "forced", "both"] = "both"
-    haystack: str = "prose"
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
-    dataset: str | None = None  # a JSONL path, relative to where diffbench runs (as --dataset)
-    judge: str | None = None  # "rule" or "nli:PATH" (as --judge)
-    fewshot: int = 0  # worked examples before the QA probes' prompts (as --fewshot)
-
-    def to_spec(self) -> HallucSpec:
-        """The spec `halluc` builds from these options; a refused value names its field (UsageError)."""
-        from diffbench.tasks.probes import PROBE_NAMES, build_halluc_spec
-
-        return build_halluc_spec(
-            ",".join(PROBE_NAMES) if self.probes is None else self.probes,
-            self.lengths,
-            self.depths,
-            self.samples_per_cell,
-            self.seed,
-            self.mode,
-            self.chat_template,
-            None if self.dataset is None else Path(self.dataset),
-            self.judge,
-            self.haystack,
-            self.rope_scaling,
-            self.fewshot,
-            flag="",
-        )
 
 
 # The task kinds a file may name.

@@ -82,23 +82,23 @@ def halluc(
     """Contextual hallucination probes: summaries, QA with distractors, abstention, counterfactual needles,
     contrastive likelihoods; Wilson intervals per model and paired tests between models."""
     with user_errors():
-        from diffbench.lengths import parse_depths, parse_lengths
-        from diffbench.tasks.probes import build_halluc_spec
+        from diffbench.tasks.options import COMMAND_LINE, HallucOptions, command_line_options
 
-        spec = build_halluc_spec(
-            probes,
-            parse_lengths(lengths),
-            parse_depths(depths),
-            samples,
-            seed,
-            mode,
-            chat_template,
-            dataset,
-            judge,
-            haystack,
-            rope_scaling,
-            fewshot,
-        )
+        flags = {
+            "probes": probes,
+            "lengths": lengths,
+            "depths": depths,
+            "samples_per_cell": samples,
+            "seed": seed,
+            "mode": mode,
+            "haystack": haystack,
+            "chat_template": chat_template,
+            "rope_scaling": rope_scaling,
+            "dataset": None if dataset is None else str(dataset),
+            "judge": judge,
+            "fewshot": fewshot,
+        }
+        spec = command_line_options(HallucOptions, flags).to_spec(COMMAND_LINE)
         options = engine_options(True, max_memory, chunk_tokens, None, None)
         execute_halluc(
             spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options, attn

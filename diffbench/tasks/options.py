@@ -11,8 +11,9 @@ asked.
 
 from __future__ import annotations
 
+import contextlib
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -28,7 +29,7 @@ from pydantic import (
 
 from diffbench.errors import UsageError
 from diffbench.lengths import MAX_GRID, parse_depths, parse_lengths, parse_token_count
-from diffbench.specs import NeedleSpec, NiahSpec
+from diffbench.specs import HallucSpec, NeedleSpec, NiahSpec
 
 T = TypeVar("T")
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
@@ -150,8 +151,23 @@ def grid_depths(value: Any, info: ValidationInfo) -> list[float]:
     )
 
 
+def grid_probes(value: Any) -> str:
+    """probes = "factsum,p2" (the --probes grammar) or a list of names ["factsum", "p2"] → --probes text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        if not value:
+            raise ValueError('is an empty list: name at least one probe, e.g. ["factsum", "factqa"]')
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f'item {quote(item)} is not a probe name such as "factqa" or "p2"')
+        return ",".join(value)
+    raise ValueError(f'should be a text such as "factsum,p2" or a list of probe names, got {quote(value)}')
+
+
 GridLengths = Annotated[list[int], BeforeValidator(grid_lengths)]
 GridDepths = Annotated[list[float], BeforeValidator(grid_depths)]
+GridProbes = Annotated[str, BeforeValidator(grid_probes)]
 
 
 class _Strict(BaseModel):
@@ -274,6 +290,79 @@ class NiahOptions(_Strict):
 
     def to_spec(self, spelling: Spelling = TASK_FILE) -> NiahSpec:
         return self.to_specs(spelling)[0]
+
+
+@contextlib.contextmanager
+def worded_for(spelling: Spelling, field: str) -> Iterator[None]:
+    """A check whose message names its flag (``--dataset ...``), worded for a file's field instead."""
+    try:
+        yield
+    except UsageError as error:
+        if spelling.flags:
+            raise
+        raise UsageError(spelling.about(field) + str(error).replace(f"--{field}", field)) from None
+
+
+class HallucOptions(_Strict):
+    """The options of a hallucination-probe run (`diffbench halluc`, a ``task = "halluc"`` file), with the
+    command's defaults: all five probes at 4K, 100 items each."""
+
+    probes: GridProbes | None = None  # None: the five, P1-P5
+    lengths: GridLengths = [4096]
+    depths: GridDepths = [0.0, 25.0, 50.0, 75.0, 100.0]
+    samples_per_cell: int = Field(default=100, ge=1)
+    seed: int = 0
+    mode: Literal["generate", "forced", "both"] = "both"
+    haystack: str = "prose"
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
+    dataset: str | None = None  # a JSONL path, relative to where diffbench runs
+    judge: str | None = None  # "rule" or "nli:PATH"
+    fewshot: int = 0  # worked examples before the QA probes' prompts (0-8)
+
+    def to_spec(self, spelling: Spelling = TASK_FILE) -> HallucSpec:
+        """The HallucSpec, every check worded by ``spelling``; the dataset is read and the judge found here,
+        before any model loads."""
+        from pathlib import Path
+
+        from diffbench.specs import parse_judge
+        from diffbench.tasks.probes import PROBE_NAMES, parse_probes
+        from diffbench.tasks.probes.core import MAX_FEWSHOT
+
+        with worded_for(spelling, "probes"):
+            names = parse_probes(",".join(PROBE_NAMES) if self.probes is None else self.probes)
+        if not 0 <= self.fewshot <= MAX_FEWSHOT:
+            raise UsageError(
+                f"{spelling.about('fewshot')}{spelling.name('fewshot')} {self.fewshot} is out of range: "
+                f"use 0 (none) to {MAX_FEWSHOT} worked examples"
+            )
+        dataset, fingerprint = None, ""
+        if self.dataset is not None:
+            from diffbench.tasks.probes.dataset import dataset_fingerprint, read_dataset
+
+            path = Path(self.dataset)
+            with worded_for(spelling, "dataset"):
+                read_dataset(path)  # a missing file or a malformed line fails here, before any model loads
+            dataset, fingerprint, names = str(path.resolve()), dataset_fingerprint(path), ["dataset"]
+        judge = self.judge
+        if judge is not None:
+            with worded_for(spelling, "judge"):
+                judge = parse_judge(judge)
+        return HallucSpec(
+            probes=names,
+            lengths=self.lengths,
+            depths=self.depths,
+            samples_per_cell=self.samples_per_cell,
+            seed=self.seed,
+            mode=self.mode,
+            haystack=self.haystack,
+            chat_template=self.chat_template,
+            rope_scaling=self.rope_scaling,
+            dataset=dataset,
+            dataset_fingerprint=fingerprint,
+            judge=judge,
+            fewshot=self.fewshot,
+        )
 
 
 def command_line_options(model: type[OptionsT], values: dict[str, Any]) -> OptionsT:
