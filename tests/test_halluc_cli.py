@@ -34,6 +34,26 @@ def full_run(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+def test_both_modes_on_one_prefill_give_each_modes_own_records(
+    full_run: Path, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """`--mode both` scores an item's candidates and decodes its answer on one prefill of the prompt:
+    the same verdicts, log-probs and greedy tokens as running each mode on its own."""
+    probes = ["--probes", "factqa,counterfactual"]
+    single = {}
+    for mode in ("forced", "generate"):
+        out = tmp_path / mode
+        invoke(["halluc", "--model", str(tiny_llama_dir), *SMALL, *probes, "--mode", mode, "--out", str(out)])
+        single.update({row["sample_id"]: row for row in records(out)})
+    both = {row["sample_id"]: row for row in records(full_run) if row["sample_id"] in single}
+    assert both.keys() == single.keys() and len(both) == 8
+    for sample_id, row in both.items():
+        alone = single[sample_id]
+        assert (row["correct"], row["prediction"]) == (alone["correct"], alone["prediction"]), sample_id
+        assert row["answer_logprob"] == pytest.approx(alone["answer_logprob"], abs=1e-5), sample_id
+        assert row["details"].get("output_ids") == alone["details"].get("output_ids"), sample_id
+
+
 def test_every_probe_writes_its_records_in_its_modes(full_run: Path) -> None:
     rows = records(full_run)
     counts = Counter((row["task"], row["scoring"]) for row in rows)

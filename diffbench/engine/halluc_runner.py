@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.engine.loop import EngineOptions
+from diffbench.engine.shared_prefill import PromptJob
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.specs import HallucSpec, Record
 from diffbench.store import RunFiles, RunStore, atomic_write_text, iter_record_lines
@@ -74,26 +75,44 @@ class ProbeEngine:
     tokenizer: Any
     chunk_tokens: int
 
-    def _run(self, jobs: list[Any], generation: Any = None) -> list[Any]:
-        from diffbench.engine.shared_prefill import SharedPrefixEngine
+    def score(self, item: ProbeItem, modes: list[str]) -> dict[str, Any]:
+        """The item in each of ``modes``, on one prefill of its prompt: forced-choice candidates (and the
+        closed-book prompt's) teacher-forced, and the greedy text (with the gold's score) after it.
 
+        Both modes' branches sit on one trunk, so `--mode both` prefills each prompt once, not twice.
+        """
+        from diffbench.engine.shared_prefill import Generation, SharedPrefixEngine
+
+        forced = self._forced_jobs(item) if "forced" in modes else []
+        generated = self._generate_jobs(item) if "generate" in modes else []
+        jobs = forced + generated
+        generation = None
+        if generated:
+            eos = self.model.generation_config.eos_token_id
+            generation = Generation(item.max_new_tokens, self.tokenizer.eos_token_id if eos is None else eos)
         engine = SharedPrefixEngine(self.model, self.chunk_tokens, True, 1)
         scores: list[Any] = [None] * len(jobs)
         for done in engine.run(jobs, generation):
             scores[done.position] = done.score
-        return scores
+        outputs: dict[str, Any] = {}
+        if forced:
+            outputs["forced"] = self._forced_outputs(item, scores[: len(forced)])
+        if generated:
+            outputs["generate"] = self._generated_outputs(scores[len(forced) :])
+        return outputs
 
-    def forced(self, item: ProbeItem) -> ForcedOutputs:
-        """Every candidate teacher-forced after the prompt (one prefill), and after the closed-book prompt."""
-        from diffbench.engine.shared_prefill import PromptJob
-
+    def _forced_jobs(self, item: ProbeItem) -> list[PromptJob]:
+        """Every candidate after the prompt, and the first ones after the closed-book prompt (P4, P5)."""
         prompt = item.input_ids
-        jobs = [PromptJob(prompt, ids, len(prompt) - 1) for ids in item.candidate_ids]
+        jobs = [PromptJob(prompt, ids, len(prompt) - 1, decode=False) for ids in item.candidate_ids]
         closed_count = {"counterfactual": 2, "contrastive": 1}.get(item.probe, 0)
         closed = item.closed_book_ids
         if closed is not None and closed_count:
-            jobs += [PromptJob(closed, ids, len(closed) - 1) for ids in item.candidate_ids[:closed_count]]
-        scores = self._run(jobs)
+            asked = item.candidate_ids[:closed_count]
+            jobs += [PromptJob(closed, ids, len(closed) - 1, decode=False) for ids in asked]
+        return jobs
+
+    def _forced_outputs(self, item: ProbeItem, scores: list[Any]) -> ForcedOutputs:
         count = len(item.candidate_ids)
         logprobs = [s.answer_logprob for s in scores]
         return ForcedOutputs(
@@ -103,17 +122,15 @@ class ProbeEngine:
             gold_greedy=bool(scores[0].greedy_exact) if scores else False,
         )
 
-    def generate(self, item: ProbeItem) -> tuple[GeneratedOutputs, Any]:
-        """Greedy text after the prompt (and after the closed-book prompt for P4), with the gold's score."""
-        from diffbench.engine.shared_prefill import Generation, PromptJob
-
+    def _generate_jobs(self, item: ProbeItem) -> list[PromptJob]:
+        """Greedy text after the prompt (and after the closed-book prompt for P4), the gold teacher-forced."""
         gold = item.candidate_ids[0] if item.candidate_ids else self._answer_ids(item)
         jobs = [PromptJob(item.input_ids, gold, len(item.input_ids) - 1)]
         if item.probe == "counterfactual" and item.closed_book_ids is not None:
             jobs.append(PromptJob(item.closed_book_ids, gold, len(item.closed_book_ids) - 1))
-        eos = self.model.generation_config.eos_token_id
-        generation = Generation(item.max_new_tokens, self.tokenizer.eos_token_id if eos is None else eos)
-        scores = self._run(jobs, generation)
+        return jobs
+
+    def _generated_outputs(self, scores: list[Any]) -> tuple[GeneratedOutputs, Any]:
         texts = [self.tokenizer.decode(s.generated_ids or [], skip_special_tokens=True) for s in scores]
         outputs = GeneratedOutputs(
             texts[0], texts[1] if len(texts) > 1 else None, list(scores[0].generated_ids or [])
@@ -162,27 +179,31 @@ def make_record(
     )
 
 
-def score_unit(
-    engine: ProbeEngine, item: ProbeItem, mode: str, lexicon: Any, judge: Any
-) -> tuple[Verdict, Any]:
-    """One item in one mode: its verdict and the teacher-forced score of its gold answer."""
-    if mode == "forced":
-        outputs = engine.forced(item)
-        verdict = score_forced(item, outputs)
-        return verdict, AnswerScore(outputs.logprobs[0] if outputs.logprobs else 0.0, outputs.gold_greedy)
-    generated, gold_score = engine.generate(item)
-    if item.probe == "dataset":
-        from diffbench.tasks.probes.dataset import score_dataset
+def score_item(
+    engine: ProbeEngine, item: ProbeItem, modes: list[str], lexicon: Any, judge: Any
+) -> dict[str, tuple[Verdict, Any]]:
+    """The item in each of ``modes``: its verdict and the teacher-forced score of its gold answer."""
+    outputs = engine.score(item, modes)
+    results: dict[str, tuple[Verdict, Any]] = {}
+    if "forced" in outputs:
+        forced = outputs["forced"]
+        gold = AnswerScore(forced.logprobs[0] if forced.logprobs else 0.0, forced.gold_greedy)
+        results["forced"] = (score_forced(item, forced), gold)
+    if "generate" in outputs:
+        generated, gold_score = outputs["generate"]
+        if item.probe == "dataset":
+            from diffbench.tasks.probes.dataset import score_dataset
 
-        verdict = score_dataset(item, generated.text)
-    else:
-        verdict = score_generated(item, generated, lexicon.get(item))
-    verdict.details["output_ids"] = generated.ids  # the exact tokens, for halluc --attn
-    if judge is not None and item.probe in JUDGED_PROBES:
-        from diffbench.judges.base import judge_item
+            verdict = score_dataset(item, generated.text)
+        else:
+            verdict = score_generated(item, generated, lexicon.get(item))
+        verdict.details["output_ids"] = generated.ids  # the exact tokens, for halluc --attn
+        if judge is not None and item.probe in JUDGED_PROBES:
+            from diffbench.judges.base import judge_item
 
-        verdict.details["judge"] = judge_item(judge, item, verdict.prediction or "")
-    return verdict, gold_score
+            verdict.details["judge"] = judge_item(judge, item, verdict.prediction or "")
+        results["generate"] = (verdict, gold_score)
+    return results
 
 
 class LexiconCache:
@@ -215,11 +236,20 @@ class HallucScoring:
     settings: dict[str, object]
 
     def records(self) -> Iterator[Record]:
+        """An item's pending modes scored together (one prefill), a record per mode."""
+        modes: dict[str, list[str]] = {}
+        items: dict[str, ProbeItem] = {}
         for item, mode in self.pending:
+            modes.setdefault(item.item_id, []).append(mode)
+            items[item.item_id] = item
+        for item_id, wanted in modes.items():
+            item = items[item_id]
             began = time.perf_counter()
-            verdict, gold = score_unit(self.engine, item, mode, self.lexicon, self.judge)
-            seconds = time.perf_counter() - began
-            yield make_record(self.loaded, item, mode, self.run_id, verdict, gold, seconds)
+            results = score_item(self.engine, item, wanted, self.lexicon, self.judge)
+            seconds = (time.perf_counter() - began) / len(wanted)
+            for mode in wanted:
+                verdict, gold = results[mode]
+                yield make_record(self.loaded, item, mode, self.run_id, verdict, gold, seconds)
 
     def throughput(self) -> dict[str, object]:
         return {}

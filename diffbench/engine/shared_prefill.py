@@ -27,6 +27,7 @@ class PromptJob:
     input_ids: list[int]
     answer_ids: list[int]
     fork_hint: int
+    decode: bool = True  # when the run decodes (a Generation), whether this job does; else scored only
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,8 @@ class SharedPrefixEngine:
                         self._feed(cache, [trunk.tokens[cached:fork]], keep=1)
                         cached = fork
                     if len(group) == 1:
-                        scores = [self._score_branch(cache, jobs[group[0].position], fork, generation)]
+                        job = jobs[group[0].position]
+                        scores = [self._score_branch(cache, job, fork, generation if job.decode else None)]
                         cache.truncate(cached)
                     else:
                         assert batch_cache is not None  # batching is on whenever a group has several
