@@ -221,11 +221,13 @@ def run_diffbench(
     shared_prefill.SharedPrefixEngine._feed = timed_feed  # type: ignore[method-assign]
     events: dict[str, float] = {}
 
-    def on_event(kind: str, payload: Any) -> None:
-        if kind == "status" and str(payload).startswith("loading"):
+    def on_event(event: Any) -> None:
+        from diffbench.events import ModelStarted, Status
+
+        if isinstance(event, Status) and event.text.startswith("loading"):
             events["load_started"] = time.perf_counter()
             events["rss_before_weights_mb"] = current_rss_mb()
-        elif kind == "model":
+        elif isinstance(event, ModelStarted):
             events["load_seconds"] = time.perf_counter() - events["load_started"]
 
     with tempfile.TemporaryDirectory() as scratch:

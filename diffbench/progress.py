@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-EventHook = Callable[[str, Any], None]
+from diffbench.events import Event, EventHook, ModelStarted, Planned, Status, UnitDone
 
 
 def progress_bar(console: Console) -> Progress:
@@ -35,7 +35,7 @@ def progress_bar(console: Console) -> Progress:
 
 @contextlib.contextmanager
 def sample_progress(console: Console, label: str = "niah") -> Iterator[EventHook]:
-    """The event hook of a run over samples: ("status", text), ("plan", total), ("model", text), ("done", _).
+    """The event hook of a run over samples (Status, Planned, ModelStarted, UnitDone).
 
     The bar starts only once the run knows its size, so an input error before that prints nothing
     but its own line.
@@ -43,15 +43,15 @@ def sample_progress(console: Console, label: str = "niah") -> Iterator[EventHook
     progress = progress_bar(console)
     state: dict[str, Any] = {"task": None, "description": label}
 
-    def on_event(kind: str, payload: Any) -> None:
-        if kind in ("status", "model"):
-            state["description"] = f"{label} · {payload}"
+    def on_event(event: Event) -> None:
+        if isinstance(event, Status | ModelStarted):
+            state["description"] = f"{label} · {event.text if isinstance(event, Status) else event.label}"
             if state["task"] is not None:
                 progress.update(state["task"], description=state["description"])
-        elif kind == "plan":
+        elif isinstance(event, Planned):
             progress.start()
-            state["task"] = progress.add_task(state["description"], total=payload, info="")
-        elif kind == "done" and state["task"] is not None:
+            state["task"] = progress.add_task(state["description"], total=event.total, info="")
+        elif isinstance(event, UnitDone) and state["task"] is not None:
             task = progress.tasks[0]
             rate = f"{task.speed:.2f} samples/s" if task.speed else ""
             progress.update(state["task"], advance=1, info=rate)

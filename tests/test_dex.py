@@ -344,11 +344,12 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
+    from diffbench.events import StepDone
     from diffbench.training.dex_adapt import AdaptOptions, adapt
 
-    def on_event(kind, payload):
+    def on_event(event):
         # A hard kill two steps after the checkpoint at step 4: steps 5-6 are logged but not saved.
-        if kind == "step" and payload["step"] == 6:
+        if isinstance(event, StepDone) and event.step == 6:
             os.kill(os.getpid(), signal.SIGKILL)
 
     options = AdaptOptions(model=sys.argv[1], out=Path(sys.argv[2]), tokens=12 * 4 * 64, seq_len=64,

@@ -138,7 +138,8 @@ def test_parse_probes_accepts_names_and_aliases() -> None:
 
 
 def test_fewshot_demos_open_the_qa_prompts_with_disjoint_names_and_numbers(tiny_tokenizer: Any) -> None:
-    from diffbench.tasks.probes.core import DEMO_HEADER, FEWSHOT_PROBES
+    from diffbench.tasks.probes.core import DEMO_HEADER
+    from diffbench.tasks.probes.registry import PROBES
     from diffbench.tasks.probes.scoring import GeneratedOutputs, score_generated
 
     spec = HallucSpec(probes=list(PROBE_NAMES), lengths=[4096], samples_per_cell=4, seed=0, fewshot=4)
@@ -146,7 +147,7 @@ def test_fewshot_demos_open_the_qa_prompts_with_disjoint_names_and_numbers(tiny_
     with_demos = generate_items(spec, tiny_tokenizer, load_source("prose", 0))
     without = generate_items(plain, tiny_tokenizer, load_source("prose", 0))
     for item, bare in zip(with_demos, without, strict=True):
-        if item.probe not in FEWSHOT_PROBES:  # summaries and likelihood pairs: unchanged
+        if not PROBES[item.probe].qa:  # summaries and likelihood pairs: unchanged
             assert item == bare
             continue
         opening = tiny_tokenizer.decode(item.input_ids[: item.document_span[0]], skip_special_tokens=True)
@@ -181,3 +182,18 @@ def test_fewshot_zero_keeps_the_fingerprint_of_runs_made_before_it() -> None:
     before = {k: v for k, v in spec.model_dump(mode="json").items() if k != "fewshot"}
     assert spec.fingerprint() == stable_hash(before)[:16]
     assert HallucSpec(probes=["factqa"], lengths=[4096], fewshot=2).fingerprint() != spec.fingerprint()
+
+
+def test_the_probe_registry_holds_every_probe_and_the_modes_it_runs_in() -> None:
+    from diffbench.tasks.probes import builder_of
+    from diffbench.tasks.probes.registry import ALIASES, PROBES, modes_of
+
+    assert [ALIASES[f"p{n}"] for n in range(1, 6)] == list(PROBE_NAMES)
+    assert all(callable(builder_of(name)) for name in PROBE_NAMES)  # a module with build() for each
+    assert modes_of("factqa", "both") == ["generate", "forced"]
+    assert modes_of("factsum", "both") == modes_of("factsum", "forced") == ["generate"]  # P1 only generates
+    assert modes_of("contrastive", "generate") == ["forced"]  # P5 only scores likelihoods
+    assert [name for name, probe in PROBES.items() if probe.closed_book_candidates] == [
+        "counterfactual",
+        "contrastive",
+    ]

@@ -21,6 +21,7 @@ LAYERS = [
     "diffbench.versions",
     "diffbench.seeding",
     "diffbench.lengths",
+    "diffbench.events",
     "diffbench.progress",
     "diffbench.stats",
     "diffbench.cache_api",

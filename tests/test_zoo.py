@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from diffbench.checkpoints import read_log
 from diffbench.cli import app
+from diffbench.events import StepDone
 from diffbench.training.episodes import EpisodeMaker, skipped_positions
 from diffbench.training.tokenizer import build_tokenizer
 from diffbench.training.zoo_train import train
@@ -114,8 +115,8 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(
     class Stop(Exception):
         pass
 
-    def stop_after_four(kind: str, payload: Any) -> None:
-        if kind == "step" and payload["step"] == 4:
+    def stop_after_four(event: Any) -> None:
+        if isinstance(event, StepDone) and event.step == 4:
             raise Stop  # killed after the step-3 checkpoint, with step 4 logged and lost
 
     with pytest.raises(Stop):

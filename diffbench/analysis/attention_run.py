@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.errors import RunDirectoryError, UsageError
+from diffbench.events import EventHook, ModelStarted, Planned, Status, UnitDone
 from diffbench.store import append_durably, read_json_object
 
 SCHEMA_VERSION = 1
@@ -32,7 +33,6 @@ MANIFEST = "attention_manifest.json"
 RECORDS = "attention.jsonl"
 SAMPLE_RESULTS = "attention_samples.jsonl"
 SUMMARY = "attention_summary.json"
-EventHook = Callable[[str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ def attach_attention(
         for item in prepared:
             units = task.units_of(run_directory, item)
             work.append((item, [u for u in units if (item.ref.name, u.sample_id) not in done]))
-        on_event("plan", sum(len(pending) for _, pending in work))
+        on_event(Planned(sum(len(pending) for _, pending in work)))
         try:
             with tracked(directory, manifest, device, bool(options.device_map)):
                 _note_in_run(run_directory, manifest)
@@ -319,7 +319,7 @@ def prepare_supported(spec: Any, model_texts: list[str], on_event: EventHook) ->
     from diffbench.models.load import prepare_model
 
     refs = resolve_named_refs(model_texts)
-    on_event("status", f"preparing {len(refs)} model(s)")
+    on_event(Status(f"preparing {len(refs)} model(s)"))
     prepared = [prepare_model(ref, spec.rope_scaling, max(spec.lengths)) for ref in refs]
     for item in prepared:
         check_supported(item)
@@ -336,7 +336,7 @@ def write_summary(
     from diffbench.analysis.attention_plots import write_plots
     from diffbench.store import write_json
 
-    on_event("status", "writing the summary and plots")
+    on_event(Status("writing the summary and plots"))
     summary = (summarise_records or summarise)(directory)
     summary["wall_seconds"] = manifest["wall_seconds"]
     summary["peak_memory_mb"] = manifest["peak_memory_mb"]
@@ -361,13 +361,13 @@ def _run_models(
 
     work = []
     for item in prepared:
-        on_event("status", f"building samples for {item.ref.name}")
+        on_event(Status(f"building samples for {item.ref.name}"))
         samples = generate_samples(spec, item.tokenizer, source)
         sample_dir = ensure_directory(directory / "samples")
         lines = [sample.model_dump_json() + "\n" for sample in samples]
         atomic_write_text(sample_dir / f"{item.tokenizer_fingerprint}.jsonl", "".join(lines))
         work.append((item, samples))
-    on_event("plan", sum(len(samples) for _, samples in work))
+    on_event(Planned(sum(len(samples) for _, samples in work)))
     for item, samples in work:
         analyse_model(
             item, samples, directory, device, dtype, options, manifest, on_event, analyse_niah_sample
@@ -398,14 +398,14 @@ def analyse_model(
 
     if not units:
         return
-    on_event("status", f"loading {item.ref.name}")
+    on_event(Status(f"loading {item.ref.name}"))
     attention = attention_implementation(device, dtype, item.config)
     loaded = load_weights(item, device, dtype, attention, options.device_map)
     entry = loaded.entry
     manifest["models"] = [m for m in manifest["models"] if m["name"] != entry.name]
     manifest["models"].append(entry.model_dump(mode="json"))
     write_json(directory / MANIFEST, manifest)
-    on_event("model", f"{entry.name} ({entry.variant}, {entry.dtype}, {entry.device})")
+    on_event(ModelStarted(f"{entry.name} ({entry.variant}, {entry.dtype}, {entry.device})"))
     context = {
         "schema_version": SCHEMA_VERSION,
         "run_id": manifest["run_id"],
@@ -421,7 +421,7 @@ def analyse_model(
         append_durably(directory / RECORDS, "".join(lines))
         verdict = {**about, **result.verdict, "seconds": round(time.perf_counter() - started, 4)}
         append_durably(directory / SAMPLE_RESULTS, json.dumps(verdict) + "\n")
-        on_event("done", verdict)
+        on_event(UnitDone(verdict))
     del loaded
     gc.collect()
 

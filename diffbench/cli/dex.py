@@ -130,26 +130,27 @@ def dex_adapt(
 
 def _run_adapt(options: Any, adapt: Any) -> Any:
     """Run adapt() under a rich progress bar (stderr) showing the step, loss and mean λ."""
+    from diffbench.events import CheckpointSaved, Evaluated, Event, Planned, Status, StepDone
     from diffbench.progress import progress_bar
 
     progress = progress_bar(stderr)
     task_id = progress.add_task("dex adapt", total=None, info="")
 
-    def on_event(kind: str, payload: Any) -> None:
-        if kind == "status":
-            progress.update(task_id, description=f"dex adapt · {payload}")
-        elif kind == "plan":
-            progress.update(task_id, total=payload["steps"], completed=payload["start"])
+    def on_event(event: Event) -> None:
+        if isinstance(event, Status):
+            progress.update(task_id, description=f"dex adapt · {event.text}")
+        elif isinstance(event, Planned):
+            progress.update(task_id, total=event.total, completed=event.done)
             progress.update(task_id, description="dex adapt")
-        elif kind == "step":
-            info = f"loss {payload['loss']:.4f}"
-            if payload["lambda"] is not None:
-                info += f"  λ̄ {payload['lambda']:.3f}"
-            progress.update(task_id, completed=payload["step"], info=info)
-        elif kind == "eval":
-            progress.console.print(f"held-out loss {payload['when']}: {payload['loss']:.4f}", highlight=False)
-        elif kind == "checkpoint":
-            progress.update(task_id, description=f"dex adapt (saved step {payload})")
+        elif isinstance(event, StepDone):
+            info = f"loss {event.loss:.4f}"
+            if event.metrics.get("lambda") is not None:
+                info += f"  λ̄ {event.metrics['lambda']:.3f}"
+            progress.update(task_id, completed=event.step, info=info)
+        elif isinstance(event, Evaluated):
+            progress.console.print(f"held-out loss {event.when}: {event.loss:.4f}", highlight=False)
+        elif isinstance(event, CheckpointSaved):
+            progress.update(task_id, description=f"dex adapt (saved step {event.step})")
 
     with progress:
         return adapt(options, on_event)

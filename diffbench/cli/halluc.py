@@ -120,17 +120,18 @@ def execute_halluc(
     `halluc` and of `run` on a ``task = "halluc"`` file. ``attn`` adds the attention pass (RUN/attention)."""
     from diffbench.engine.distributed import launched_rank
     from diffbench.engine.registry import run_spec
+    from diffbench.events import ignore
     from diffbench.progress import sample_progress
     from diffbench.report.halluc import summarize, summary_renderables
     from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
 
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
-        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
+        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, ignore, options)
         return
     if attn:  # a model the attention cannot read is refused before the probes run, not after them
         from diffbench.analysis.attention_run import prepare_supported
 
-        prepare_supported(spec, models, lambda kind, payload: None)
+        prepare_supported(spec, models, ignore)
     with sample_progress(stderr, "halluc") as on_event:
         outcome = run_spec(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
     attention = None

@@ -188,6 +188,7 @@ def execute_niah(
     from diffbench.engine.distributed import launched_rank
     from diffbench.engine.precision import audit_warning
     from diffbench.engine.registry import run_spec
+    from diffbench.events import ignore
     from diffbench.progress import sample_progress
     from diffbench.report.run_report import write_run_report
     from diffbench.report.summary import grid
@@ -199,12 +200,12 @@ def execute_niah(
             "GPUs itself (limit them with CUDA_VISIBLE_DEVICES); leave --device at auto"
         )
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
-        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, lambda kind, payload: None, options)
+        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, ignore, options)
         return
     if attn:  # a model the attention cannot read is refused before the niah run, not after it
         from diffbench.analysis.attention_run import prepare_supported
 
-        prepare_supported(spec, models, lambda kind, payload: None)
+        prepare_supported(spec, models, ignore)
     with sample_progress(stderr) as on_event:
         outcome = run_spec(spec, models, out, results_dir, device, dtype, sys.argv, on_event, options)
     attention = None

@@ -119,9 +119,14 @@ def zoo_train(
 def _progress_hook(console: Any, label: str) -> Any:
     """A plain event printer for the DEX stage (dex adapt draws its own numbers)."""
 
-    def hook(kind: str, payload: Any) -> None:
-        if kind in ("status", "eval"):
-            console.print(f"{label}: {kind} {payload}", markup=False, highlight=False)
+    from diffbench.events import Evaluated, Event, Status
+
+    def hook(event: Event) -> None:
+        if isinstance(event, Status):
+            console.print(f"{label}: {event.text}", markup=False, highlight=False)
+        elif isinstance(event, Evaluated):
+            loss = f"held-out loss {event.when} {event.loss:.4f}"
+            console.print(f"{label}: {loss}", markup=False, highlight=False)
 
     return hook
 
@@ -142,16 +147,19 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(*exc)  # type: ignore[arg-type]
 
-    def on_event(self, kind: str, payload: Any) -> None:
-        if kind == "start":
-            self.bar.update(self.task, total=payload["total"], completed=payload["done"])
-        elif kind == "step":
-            info = f"loss {payload['loss']:.3f} answer {payload['answer_loss']:.3f}"
-            self.bar.update(self.task, completed=payload["step"], info=info)
-            if "eval_accuracy" in payload:
+    def on_event(self, event: Any) -> None:
+        from diffbench.events import Planned, StepDone
+
+        if isinstance(event, Planned):
+            self.bar.update(self.task, total=event.total, completed=event.done)
+        elif isinstance(event, StepDone):
+            row = event.metrics
+            info = f"loss {event.loss:.3f} answer {row['answer_loss']:.3f}"
+            self.bar.update(self.task, completed=event.step, info=info)
+            if "eval_accuracy" in row:
                 self.bar.console.print(
-                    f"step {payload['step']}: held-out accuracy {payload['eval_accuracy']:.2f} "
-                    f"(with a position skip {payload['eval_far_accuracy']:.2f})",
+                    f"step {event.step}: held-out accuracy {row['eval_accuracy']:.2f} "
+                    f"(with a position skip {row['eval_far_accuracy']:.2f})",
                     highlight=False,
                 )
 

@@ -21,28 +21,22 @@ from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.specs import HallucSpec, Record
 from diffbench.store import RunFiles, RunStore, atomic_write_text, iter_record_lines
 from diffbench.tasks.probes.core import ProbeItem
+from diffbench.tasks.probes.registry import modes_of, probe_info
 from diffbench.tasks.probes.scoring import (
     ForcedOutputs,
     GeneratedOutputs,
     Verdict,
-    has_forced,
-    has_generate,
     run_lexicon,
     score_forced,
     score_generated,
 )
 
 MODE_SUFFIX = {"generate": "gen", "forced": "fc"}
-JUDGED_PROBES = ("factsum", "factqa", "unanswerable", "dataset")
 
 
 def item_modes(spec: HallucSpec, probe: str) -> list[str]:
     """The modes an item runs in: --mode, except that P1 only generates and P5 only scores likelihoods."""
-    wanted = ["generate", "forced"] if spec.mode == "both" else [spec.mode]
-    modes = [m for m in wanted if (has_generate(probe) if m == "generate" else has_forced(probe))]
-    if not modes:
-        modes = ["generate"] if has_generate(probe) else ["forced"]
-    return modes
+    return modes_of(probe, spec.mode)
 
 
 def items_path(files: RunFiles, fingerprint: str) -> Path:
@@ -105,7 +99,7 @@ class ProbeEngine:
         """Every candidate after the prompt, and the first ones after the closed-book prompt (P4, P5)."""
         prompt = item.input_ids
         jobs = [PromptJob(prompt, ids, len(prompt) - 1, decode=False) for ids in item.candidate_ids]
-        closed_count = {"counterfactual": 2, "contrastive": 1}.get(item.probe, 0)
+        closed_count = probe_info(item.probe).closed_book_candidates
         closed = item.closed_book_ids
         if closed is not None and closed_count:
             asked = item.candidate_ids[:closed_count]
@@ -126,7 +120,7 @@ class ProbeEngine:
         """Greedy text after the prompt (and after the closed-book prompt for P4), the gold teacher-forced."""
         gold = item.candidate_ids[0] if item.candidate_ids else self._answer_ids(item)
         jobs = [PromptJob(item.input_ids, gold, len(item.input_ids) - 1)]
-        if item.probe == "counterfactual" and item.closed_book_ids is not None:
+        if probe_info(item.probe).closed_book_text and item.closed_book_ids is not None:
             jobs.append(PromptJob(item.closed_book_ids, gold, len(item.closed_book_ids) - 1))
         return jobs
 
@@ -198,7 +192,7 @@ def score_item(
         else:
             verdict = score_generated(item, generated, lexicon.get(item))
         verdict.details["output_ids"] = generated.ids  # the exact tokens, for halluc --attn
-        if judge is not None and item.probe in JUDGED_PROBES:
+        if judge is not None and probe_info(item.probe).judged:
             from diffbench.judges.base import judge_item
 
             verdict.details["judge"] = judge_item(judge, item, verdict.prediction or "")

@@ -16,7 +16,7 @@ import gc
 import re
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from diffbench.engine.distributed import Ranks, join_ranks, rank_device
 from diffbench.engine.precision import DEFAULT_AUDIT_SAMPLES, PrecisionAudit, float32_reference, needs_audit
 from diffbench.errors import RunDirectoryError
+from diffbench.events import EventHook, ModelStarted, Planned, Status, UnitDone
 from diffbench.models.device import attention_implementation, dtype_name, resolve_device, resolve_dtype
 from diffbench.models.load import (
     LoadedModel,
@@ -35,8 +36,6 @@ from diffbench.models.load import (
 )
 from diffbench.specs import Record
 from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
-
-EventHook = Callable[[str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -154,8 +153,8 @@ def run_task(
 ) -> RunOutcome:
     """Run every model on the task's units into a (possibly resumed) run directory.
 
-    ``on_event`` receives ("plan", total), ("model", name), ("done", record) and ("status", text),
-    which the CLI turns into a progress bar; the loop itself never prints.
+    ``on_event`` receives Status, Planned, ModelStarted and UnitDone events (``events.py``), which the
+    CLI turns into a progress bar; the loop itself never prints.
     """
     refs = resolve_named_refs(model_texts)
     device = resolve_device(rank_device(device_choice))
@@ -164,7 +163,7 @@ def run_task(
 
     # Everything that can refuse the run happens before the run directory is touched, so a corrected
     # command can reuse the same --out.
-    on_event("status", f"preparing {len(refs)} model(s)")
+    on_event(Status(f"preparing {len(refs)} model(s)"))
     prepared = [prepare_model(ref, task.spec.rope_scaling, max(task.spec.lengths)) for ref in refs]
 
     ranks = join_ranks(device)
@@ -208,7 +207,7 @@ def _run_ranked(
     try:
         if store is not None:
             for item in prepared:
-                on_event("status", f"building samples for {item.ref.name}")
+                on_event(Status(f"building samples for {item.ref.name}"))
                 task.build_units(store, item)
         ranks.barrier()  # the units are on disk for every rank
         work: list[tuple[PreparedModel, list[Any]]] = []
@@ -218,7 +217,7 @@ def _run_ranked(
             resumed += sum(task.unit_id(u) in done for u in units)
             work.append((item, ranks.shard([u for u in units if task.unit_id(u) not in done])))
         _refuse_mixed_settings(store, ranks, work, device, dtype)
-        on_event("plan", sum(len(pending) for _, pending in work))
+        on_event(Planned(sum(len(pending) for _, pending in work)))
         for item, pending in work:
             if pending:
                 new += _run_model(
@@ -281,7 +280,7 @@ def _run_model(
     # Rank 0 audits its own first units; a model spread by --device-map may not fit in float32.
     wants_audit = task.precision_audit and needs_audit(dtype, options.precision_audit)
     if store is not None and not options.device_map and wants_audit:
-        on_event("status", f"precision audit: {item.ref.name} in float32")
+        on_event(Status(f"precision audit: {item.ref.name} in float32"))
         audit = float32_reference(
             item,
             device,
@@ -289,14 +288,14 @@ def _run_model(
             lambda reference, subset: task.scoring(reference, subset, run_id, options).records(),
             dtype_name(dtype),
         )
-    on_event("status", f"loading {item.ref.name}")
+    on_event(Status(f"loading {item.ref.name}"))
     loaded = load_weights(item, device, dtype, attention, options.device_map)
     scoring = task.scoring(loaded, pending, run_id, options)
     settings = {**options.as_manifest(), **scoring.settings}
     if store is not None:
         store.register_model(loaded.entry)
         store.record_engine(loaded.entry.name, settings)
-    on_event("model", f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})")
+    on_event(ModelStarted(f"{loaded.entry.name} ({loaded.entry.variant}, {dtype_name(dtype)}, {device})"))
     new = 0
     for record in scoring.records():
         if ranks.world == 1 and store is not None:
@@ -304,7 +303,7 @@ def _run_model(
         else:
             files.append_to_shard(ranks.rank, record)
         new += 1
-        on_event("done", record)
+        on_event(UnitDone(record))
         if audit is not None:
             audit.observe(record.sample_id, record.answer_logprob, record.correct)
     if store is not None:  # the cost table's throughput: this session's forward passes

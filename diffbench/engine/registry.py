@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.engine.halluc_runner import HallucTask
-from diffbench.engine.loop import EngineOptions, EventHook, RunOutcome, Task, run_task
+from diffbench.engine.loop import EngineOptions, RunOutcome, Task, run_task
 from diffbench.engine.runner import NiahTask
+from diffbench.events import EventHook
 
 TASKS: dict[str, Callable[[Any], Task]] = {
     "niah": NiahTask.from_spec,

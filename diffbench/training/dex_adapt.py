@@ -43,7 +43,7 @@ from diffbench.attention.dex import (
 )
 from diffbench.checkpoints import LOG_FILE, RESUME_FILE, append_log, atomic_torch_save, trim_log
 from diffbench.errors import DiffbenchError, UsageError
-from diffbench.progress import EventHook
+from diffbench.events import CheckpointSaved, Evaluated, EventHook, Planned, Status, StepDone, ignore
 from diffbench.store import LOCK, acquire_lock, now_iso
 from diffbench.training.dex_data import adaptation_blocks, blocks_fingerprint, resolve_data
 
@@ -55,8 +55,6 @@ GRAD_CLIP = 1.0
 # AdamW moves each parameter by about lr per step: above 1 training can only diverge, and near 1e38
 # its step size overflows float32 (a RuntimeError deep in torch), so --lr and --base-lr stop here.
 MAX_LR = 1.0
-
-Event = EventHook
 
 
 @dataclass(frozen=True)
@@ -217,11 +215,11 @@ def _check_output(out: Path, fingerprint_value: str) -> str:
     return "fresh"
 
 
-def adapt(options: AdaptOptions, on_event: Event | None = None) -> AdaptOutcome:
+def adapt(options: AdaptOptions, on_event: EventHook | None = None) -> AdaptOutcome:
     """Train (or resume training) and save a checkpoint that loads through --model."""
     from diffbench.models.load import prepare_model, resolve_model_ref
 
-    emit = on_event or (lambda kind, payload: None)
+    emit = on_event or ignore
     validate(options)
     ref = resolve_model_ref(options.model)
     source = read_dex_manifest(ref.location) if ref.kind in ("local", "zoo") else None
@@ -237,7 +235,7 @@ def adapt(options: AdaptOptions, on_event: Event | None = None) -> AdaptOutcome:
             "adapt the checkpoint `dex convert` wrote, into a new --out"
         )
     data = resolve_data(options.data, options.seed)
-    emit("status", "tokenising")
+    emit(Status("tokenising"))
     prepared = prepare_model(ref, "none", options.seq_len)
     train_blocks, eval_blocks = adaptation_blocks(
         prepared.tokenizer,
@@ -276,7 +274,7 @@ def _train(
     source: DexManifest | None,
     data_name: str,
     blocks: tuple[Any, Any],
-    emit: Event,
+    emit: EventHook,
 ) -> AdaptOutcome:
     """The training loop proper, from step 0 or from the checkpoint in ``out``."""
     import torch
@@ -285,7 +283,7 @@ def _train(
     from diffbench.models.device import resolve_device
     from diffbench.models.load import load_weights
 
-    emit("status", "loading model")
+    emit(Status("loading model"))
     loaded = load_weights(prepared, resolve_device(options.device), torch.float32, "sdpa")
     model, tokenizer = loaded.model, loaded.tokenizer
     if options.train == "oproj":
@@ -321,15 +319,15 @@ def _train(
         start, seconds = int(payload["step"]), float(payload["seconds"])
         loss_before, first_loss = float(payload["loss_before"]), payload.get("train_loss_first")
         trim_log(log_path, start)
-        emit("status", f"resumed at step {start}")
+        emit(Status(f"resumed at step {start}"))
     else:
         log_path.unlink(missing_ok=True)
         set_schedule(model, 0, anneal)
-        emit("status", "held-out loss before")
+        emit(Status("held-out loss before"))
         loss_before = held_out_loss(model, eval_blocks, options.batch_size)
         append_log(log_path, {"step": 0, "tokens": 0, "eval_loss": loss_before})
-    emit("eval", {"when": "before", "loss": loss_before})
-    emit("plan", {"steps": total_steps, "start": start})
+    emit(Evaluated("before", loss_before))
+    emit(Planned(total_steps, start))
 
     def save_resume(step: int) -> None:
         atomic_torch_save(
@@ -369,20 +367,20 @@ def _train(
         if mean_lambda is not None:
             row["lambda_mean"] = round(mean_lambda, 6)
         append_log(log_path, row)
-        emit("step", {"step": step + 1, "loss": loss_value, "lambda": mean_lambda})
+        emit(StepDone(step + 1, loss_value, {"lambda": mean_lambda}))
         if (step + 1) % options.checkpoint_every == 0 and step + 1 < total_steps:
             save_resume(step + 1)
-            emit("checkpoint", step + 1)
+            emit(CheckpointSaved(step + 1))
 
     if start < total_steps:
         save_resume(total_steps)  # a failure while evaluating or saving must not cost the training
     set_schedule(model, total_steps, anneal)
-    emit("status", "held-out loss after")
+    emit(Status("held-out loss after"))
     loss_after = held_out_loss(model, eval_blocks, options.batch_size)
     append_log(
         log_path, {"step": total_steps, "tokens": total_steps * tokens_per_step, "eval_loss": loss_after}
     )
-    emit("eval", {"when": "after", "loss": loss_after})
+    emit(Evaluated("after", loss_after))
     last_loss = loss_value if start < total_steps else _last_train_loss(log_path)
 
     training = TrainingInfo(
@@ -407,7 +405,7 @@ def _train(
         source=options.model,
     )
     manifest = _output_manifest(options, source, loaded, model, training, total_steps, anneal, __version__)
-    emit("status", "saving")
+    emit(Status("saving"))
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffbench.errors import UsageError
+from diffbench.events import EventHook, Status
 from diffbench.seeding import derive_seed
 from diffbench.store import atomic_write_text
 from diffbench.training.zoo_train import RECIPE_FILE, check_directory
@@ -55,9 +55,7 @@ def write_episode_text(path: Path, tokenizer: Any, source: TrainRecipe, seed: in
     atomic_write_text(path, "\n\n".join(texts) + "\n")
 
 
-def train_dex(
-    recipe: DexRecipe, out: Path, source: str, on_event: Callable[[str, Any], None] | None = None
-) -> DexOutcome:
+def train_dex(recipe: DexRecipe, out: Path, source: str, on_event: EventHook | None = None) -> DexOutcome:
     """Convert ``source`` to DEX and adapt it on 1% of its training tokens into ``out``."""
     from diffbench.models.load import resolve_model_ref
     from diffbench.training.dex_adapt import AdaptOptions, adapt
@@ -87,7 +85,7 @@ def train_dex(
     converted = work / "converted"
     if not (converted / "config.json").is_file():
         if on_event:
-            on_event("status", "dex convert")
+            on_event(Status("dex convert"))
         convert(source, converted, seed=recipe.seed, command=["diffbench", "zoo", "train", "dex"])
     options = AdaptOptions(
         model=str(converted),

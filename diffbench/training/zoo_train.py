@@ -18,7 +18,7 @@ from typing import Any
 
 from diffbench.checkpoints import LOG_FILE, RESUME_FILE, append_log, atomic_torch_save, read_log, trim_log
 from diffbench.errors import UsageError
-from diffbench.progress import EventHook
+from diffbench.events import EventHook, Planned, StepDone, ignore
 from diffbench.seeding import derive_seed
 from diffbench.store import acquire_lock, atomic_write_text, read_json_file, read_json_object
 from diffbench.training.episodes import EpisodeMaker, skipped_positions
@@ -126,7 +126,7 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
     """Train (or resume) ``recipe`` into ``out``; the finished directory is a normal checkpoint."""
     import torch
 
-    emit = on_event or (lambda kind, payload: None)
+    emit = on_event or ignore
     check_directory(out, recipe)
     finished = (read_json_object(out / RECIPE_FILE) or {}).get("result")
     if finished and (out / "model.safetensors").is_file():  # rerunning a finished recipe changes nothing
@@ -153,7 +153,7 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
         trim_log(log_path, start)
         earlier = read_log(log_path)
         elapsed_before = float(earlier[-1].get("elapsed", 0.0)) if earlier else 0.0
-        emit("start", {"total": recipe.steps, "done": start})
+        emit(Planned(recipe.steps, start))
         began = time.perf_counter()
         eval_seed = derive_seed(recipe.seed, "zoo-eval")
         model.train()
@@ -207,7 +207,7 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
                     {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1},
                     resume_path,
                 )
-            emit("step", row)
+            emit(StepDone(row["step"], row["loss"], row))
         seconds = time.perf_counter() - began
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -9,25 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from diffbench.errors import UsageError
 from diffbench.tasks.probes.core import Builder, ProbeItem
+from diffbench.tasks.probes.registry import PROBE_NAMES, parse_probes
 
-PROBE_NAMES = ("factsum", "factqa", "unanswerable", "counterfactual", "contrastive")
-ALIASES = {"p1": "factsum", "p2": "factqa", "p3": "unanswerable", "p4": "counterfactual", "p5": "contrastive"}
-
-
-def parse_probes(text: str) -> list[str]:
-    """'factsum,p2' → ['factsum', 'factqa']: names or P1-P5, in the given order, each once."""
-    names: list[str] = []
-    for part in text.split(","):
-        name = ALIASES.get(part.strip().lower(), part.strip().lower())
-        if name not in PROBE_NAMES:
-            raise UsageError(
-                f"unknown probe {part.strip()!r} in --probes: use {', '.join(PROBE_NAMES)} (or p1-p5)"
-            )
-        if name not in names:
-            names.append(name)
-    return names
+__all__ = ["PROBE_NAMES", "builder_of", "generate_items", "parse_probes"]
 
 
 def builder_of(name: str) -> Callable[[Builder, int, float, int], ProbeItem]:

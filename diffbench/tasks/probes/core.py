@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from diffbench.errors import UsageError
 from diffbench.haystack.fit import MIN_HAYSTACK_TOKENS, SegmentEncoder, TokenizedHaystack, nearest_boundary
+from diffbench.tasks.probes.registry import PROBES
 
 # ----------------------------------------------------------------------------- names
 
@@ -590,7 +591,6 @@ def seeded_depths(rng: random.Random, count: int, exclude: float | None = None) 
 # ----------------------------------------------------------------------------- few-shot demos
 
 MAX_FEWSHOT = 8
-FEWSHOT_PROBES = ("factqa", "unanswerable", "counterfactual")  # the QA probes: an answer after "Answer:"
 DEMO_ATTRIBUTES = ("founded_year", "employees", "hq_city", "revenue_musd", "growth_pct")
 DEMO_HEADER = "Here are worked examples of the task, each with its own document.\n\n"
 DEMO_FOOTER = "Now the task itself.\n\n"
@@ -689,7 +689,7 @@ class Builder:
         template the checks read (``template_text``), so a value copied from them is not supported.
         """
         opening = instruction
-        if self.fewshot and probe in FEWSHOT_PROBES:
+        if self.fewshot and PROBES[probe].qa:  # the QA probes: an answer after "Answer:"
             demos = fewshot_demos(
                 self.seed,
                 item_id,

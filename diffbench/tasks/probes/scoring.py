@@ -22,8 +22,7 @@ from diffbench.tasks.probes.metrics import (
     pairwise_preferences,
     value_present,
 )
-
-QA_PROBES = ("factqa", "unanswerable", "counterfactual")
+from diffbench.tasks.probes.registry import probe_info
 
 
 @dataclass(frozen=True)
@@ -51,16 +50,6 @@ class GeneratedOutputs:
     ids: list[int] = field(default_factory=list)  # the generated tokens (for halluc --attn)
 
 
-def has_forced(probe: str) -> bool:
-    """P1 has no forced-choice form of its own (P5 is its likelihood form); --dataset items neither."""
-    return probe not in ("factsum", "dataset")
-
-
-def has_generate(probe: str) -> bool:
-    """P5 is likelihood-only by design."""
-    return probe != "contrastive"
-
-
 def others_of(item: ProbeItem, gold_index: int) -> list[tuple[str, str]]:
     return [
         (value, kind)
@@ -72,7 +61,7 @@ def others_of(item: ProbeItem, gold_index: int) -> list[tuple[str, str]]:
 def score_generated(item: ProbeItem, outputs: GeneratedOutputs, lexicon: Lexicon) -> Verdict:
     """The generate-and-check verdict: P1 hallucination-free, P2 correct ∧ grounded, P3 balanced parts,
     P4 follows the context (magic control: exact value)."""
-    text = cut_at_stop(outputs.text, single_line=item.probe in QA_PROBES)
+    text = cut_at_stop(outputs.text, single_line=probe_info(item.probe).qa)
     base = {"probe": item.probe, "variant": item.variant, "mode": "generate", "raw_output": outputs.text}
     if item.probe == "factsum":
         summary = check_summary(
