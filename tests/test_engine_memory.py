@@ -66,19 +66,11 @@ def test_cpu_runs_one_row_per_batch(tiny_llama: Any) -> None:
 
 
 ESTIMATE_SCRIPT = """
-import sys, threading, torch
+import resource, sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from diffbench.engine.memory import plan_memory
 from diffbench.engine.shared_prefill import PromptJob, SharedPrefixEngine
 from diffbench.models.device import attention_implementation
-
-def anonymous_bytes():
-    # Anonymous resident memory only: tensors live there. The process's peak RSS also counts file pages
-    # (libraries) that the kernel may reclaim before the baseline and fault back in later, which made
-    # the growth read larger than it was on a loaded machine.
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon:"))
-
 torch.set_num_threads(1)
 config = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=40000)
@@ -87,28 +79,21 @@ config._attn_implementation = (
     attention_implementation(torch.device("cpu"), torch.float32, config) if kernel == "auto" else kernel
 )
 model = LlamaForCausalLM(config).eval()
+with open("/proc/self/statm") as statm:
+    before = int(statm.read().split()[1]) * resource.getpagesize()
 length = int(sys.argv[1])
 plan = plan_memory(model, length, None, int(sys.argv[2]))
 prompt = torch.randint(0, 1000, (length,), generator=torch.Generator().manual_seed(0)).tolist()
-before = anonymous_bytes()
-peak, running = [before], True
-
-def sample():  # continuously: a chunk's largest buffers live for a few milliseconds
-    while running:
-        peak[0] = max(peak[0], anonymous_bytes())
-
-sampler = threading.Thread(target=sample)
-sampler.start()
 list(SharedPrefixEngine(model, plan.chunk_tokens).run([PromptJob(prompt[:-4], prompt[-4:], 0)]))
-running = False
-sampler.join()
-print(max(peak[0], anonymous_bytes()) - before, plan.kv_cache_bytes + plan.chunk_activation_bytes)
+from diffbench.engine.loop import peak_memory_mb
+peak = int(peak_memory_mb(torch.device("cpu")) * 2**20)
+print(peak - before, plan.kv_cache_bytes + plan.chunk_activation_bytes)
 """
 
 
 @pytest.mark.parametrize("kernel", ["auto", "sdpa"])
 def test_measured_growth_stays_within_the_plan(subprocess_env: dict[str, str], kernel: str) -> None:
-    """Peak memory growth of a 16K prefill (KV cache + activations) is at most what the plan reserves, on
+    """Peak RSS growth of a 16K prefill (KV cache + activations) is at most what the plan reserves, on
     diffbench_sdpa (no workspace) and on transformers' SDPA (GQA's repeated K/V and the chunk's mask)."""
     done = subprocess.run(
         [sys.executable, "-c", ESTIMATE_SCRIPT, "16384", "2048", kernel],

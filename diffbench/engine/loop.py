@@ -109,14 +109,24 @@ def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path
 
 
 def peak_memory_mb(device: Any, every_gpu: bool = False) -> float:
-    """Peak memory of this process: GPU allocations on CUDA (summed over every visible GPU when a model
-    is spread over them), else resident set size."""
-    if getattr(device, "type", "cpu") == "cuda":
+    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB; with
+    ``every_gpu`` (a model spread by --device-map) the sum over the visible GPUs.
+
+    On Linux the peak is VmHWM: ru_maxrss survives exec, so a process started by a large parent
+    (pytest, an IDE) would report the parent's size instead of its own.
+    """
+    if device.type == "cuda":
         import torch
 
-        indices = range(torch.cuda.device_count()) if every_gpu else [device.index or 0]
-        return sum(torch.cuda.max_memory_allocated(i) for i in indices) / 2**20
-    # ru_maxrss is in KiB on Linux.
+        devices = range(torch.cuda.device_count()) if every_gpu else [device]
+        return sum(float(torch.cuda.max_memory_allocated(d)) for d in devices) / 2**20
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
