@@ -93,9 +93,14 @@ def test_halluc_shards_over_two_gloo_ranks_like_niah(
     tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
     """Every task runs through the one loop, so the probes shard too: the records of one process."""
+    from typer.testing import CliRunner
+
+    from diffbench.cli import app
+
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    done = launch("halluc", HALLUC_GRID, tiny_llama_dir, single, subprocess_env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["halluc", "--model", str(tiny_llama_dir), *HALLUC_GRID]
+    alone = CliRunner().invoke(app, [*args, "--out", str(single)])
+    assert alone.exit_code == 0, alone.output
     done = launch("halluc", HALLUC_GRID, tiny_llama_dir, sharded, subprocess_env, ranks=2)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = keyed(single)

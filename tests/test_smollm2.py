@@ -45,7 +45,7 @@ def test_teacher_forced_verdict_equals_generate_on_real_samples(smollm2):
     from diffbench.specs import NiahSpec
     from diffbench.tasks.niah import generate_samples
 
-    spec = NiahSpec(lengths=[512, 1024], depths=[0.0, 50.0, 100.0], seed=3)
+    spec = NiahSpec(lengths=[512], depths=[0.0, 50.0, 100.0], seed=3)  # 1K added 60 s, no new case
     samples = generate_samples(spec, smollm2.tokenizer, load_source("prose", spec.seed))
     verdicts = []
     for sample in samples:
@@ -64,8 +64,8 @@ def test_teacher_forced_verdict_equals_generate_on_real_samples(smollm2):
         if emitted:  # the row after the answer is the token greedy decoding emits next (the boundary rule's)
             assert scored.following(len(sample.answer_ids)) == generated[-1], sample.sample_id
         verdicts.append(scored.greedy_exact)
-    # A pretrained instruct model finds most needles in 0.5-1K token contexts.
-    assert sum(verdicts) >= 4, verdicts
+    # A pretrained instruct model finds most needles in a 0.5K token context.
+    assert sum(verdicts) >= 2, verdicts
 
 
 def test_needle_log_prob_is_higher_with_the_needle_than_without(smollm2):
