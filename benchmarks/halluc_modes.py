@@ -43,12 +43,13 @@ def main() -> None:
 
     import torch
 
-    from diffbench.engine.halluc_runner import ProbeEngine, item_modes
+    from diffbench.engine.halluc_runner import ProbeEngine
     from diffbench.engine.memory import plan_memory
     from diffbench.haystack.sources import load_source
     from diffbench.models.load import load_weights, prepare_model, resolve_model_ref
     from diffbench.tasks.options import HallucOptions
     from diffbench.tasks.probes import generate_items
+    from diffbench.tasks.probes.registry import modes_of
 
     spec = HallucOptions(lengths=args.lengths, samples_per_cell=args.samples, mode="both").to_spec()
     prepared = prepare_model(resolve_model_ref(args.model), "none", max(spec.lengths))
@@ -57,11 +58,11 @@ def main() -> None:
     capacity = max(len(i.input_ids) + max(i.max_new_tokens, 1) for i in items)
     chunk = plan_memory(loaded.model, capacity, None, None).chunk_tokens
     engine = ProbeEngine(loaded.model, loaded.tokenizer, chunk)
-    engine.score(items[0], item_modes(spec, items[0].probe))  # warm-up
+    engine.score(items[0], modes_of(items[0].probe, spec.mode))  # warm-up
 
     seconds: dict[str, dict[str, float]] = {}
     for index, item in enumerate(items):
-        modes = item_modes(spec, item.probe)
+        modes = modes_of(item.probe, spec.mode)
         ways = ["shared", "per_mode"] if index % 2 == 0 else ["per_mode", "shared"]
         outputs: dict[str, dict[str, Any]] = {}
         for way in ways:

@@ -21,7 +21,7 @@ from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.specs import HallucSpec, Record
 from diffbench.store import RunFiles, RunStore, atomic_write_text, iter_record_lines
 from diffbench.tasks.probes.core import ProbeItem
-from diffbench.tasks.probes.registry import modes_of, probe_info
+from diffbench.tasks.probes.registry import PROBES, modes_of
 from diffbench.tasks.probes.scoring import (
     ForcedOutputs,
     GeneratedOutputs,
@@ -32,11 +32,6 @@ from diffbench.tasks.probes.scoring import (
 )
 
 MODE_SUFFIX = {"generate": "gen", "forced": "fc"}
-
-
-def item_modes(spec: HallucSpec, probe: str) -> list[str]:
-    """The modes an item runs in: --mode, except that P1 only generates and P5 only scores likelihoods."""
-    return modes_of(probe, spec.mode)
 
 
 def items_path(files: RunFiles, fingerprint: str) -> Path:
@@ -99,7 +94,7 @@ class ProbeEngine:
         """Every candidate after the prompt, and the first ones after the closed-book prompt (P4, P5)."""
         prompt = item.input_ids
         jobs = [PromptJob(prompt, ids, len(prompt) - 1, decode=False) for ids in item.candidate_ids]
-        closed_count = probe_info(item.probe).closed_book_candidates
+        closed_count = PROBES[item.probe].closed_book_candidates
         closed = item.closed_book_ids
         if closed is not None and closed_count:
             asked = item.candidate_ids[:closed_count]
@@ -120,7 +115,7 @@ class ProbeEngine:
         """Greedy text after the prompt (and after the closed-book prompt for P4), the gold teacher-forced."""
         gold = item.candidate_ids[0] if item.candidate_ids else self._answer_ids(item)
         jobs = [PromptJob(item.input_ids, gold, len(item.input_ids) - 1)]
-        if probe_info(item.probe).closed_book_text and item.closed_book_ids is not None:
+        if PROBES[item.probe].closed_book_text and item.closed_book_ids is not None:
             jobs.append(PromptJob(item.closed_book_ids, gold, len(item.closed_book_ids) - 1))
         return jobs
 
@@ -192,7 +187,7 @@ def score_item(
         else:
             verdict = score_generated(item, generated, lexicon.get(item))
         verdict.details["output_ids"] = generated.ids  # the exact tokens, for halluc --attn
-        if judge is not None and probe_info(item.probe).judged:
+        if judge is not None and PROBES[item.probe].judged:
             from diffbench.judges.base import judge_item
 
             verdict.details["judge"] = judge_item(judge, item, verdict.prediction or "")
@@ -280,7 +275,7 @@ class HallucTask:
         path = items_path(files, prepared.tokenizer_fingerprint)
         items = [ProbeItem.model_validate(payload) for payload in iter_record_lines(path)]
         self.items[prepared.tokenizer_fingerprint] = items
-        return [(item, mode) for item in items for mode in item_modes(self.spec, item.probe)]
+        return [(item, mode) for item in items for mode in modes_of(item.probe, self.spec.mode)]
 
     def unit_id(self, unit: Unit) -> str:
         item, mode = unit

@@ -42,10 +42,6 @@ PROBE_NAMES = tuple(name for name, probe in PROBES.items() if probe.alias is not
 ALIASES = {probe.alias: name for name, probe in PROBES.items() if probe.alias is not None}
 
 
-def probe_info(name: str) -> Probe:
-    return PROBES[name]
-
-
 def parse_probes(text: str) -> list[str]:
     """'factsum,p2' → ['factsum', 'factqa']: names or P1-P5, in the given order, each once."""
     names: list[str] = []

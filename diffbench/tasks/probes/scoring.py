@@ -22,7 +22,7 @@ from diffbench.tasks.probes.metrics import (
     pairwise_preferences,
     value_present,
 )
-from diffbench.tasks.probes.registry import probe_info
+from diffbench.tasks.probes.registry import PROBES
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def others_of(item: ProbeItem, gold_index: int) -> list[tuple[str, str]]:
 def score_generated(item: ProbeItem, outputs: GeneratedOutputs, lexicon: Lexicon) -> Verdict:
     """The generate-and-check verdict: P1 hallucination-free, P2 correct ∧ grounded, P3 balanced parts,
     P4 follows the context (magic control: exact value)."""
-    text = cut_at_stop(outputs.text, single_line=probe_info(item.probe).qa)
+    text = cut_at_stop(outputs.text, single_line=PROBES[item.probe].qa)
     base = {"probe": item.probe, "variant": item.variant, "mode": "generate", "raw_output": outputs.text}
     if item.probe == "factsum":
         summary = check_summary(
