@@ -330,6 +330,12 @@ class RunFiles:
     def samples_path(self, tokenizer_fingerprint: str) -> Path:
         return self.directory / "samples" / f"{tokenizer_fingerprint}.jsonl"
 
+    def save_samples(self, tokenizer_fingerprint: str, samples: Iterable[Sample]) -> None:
+        """This tokenizer's samples, written once by rank 0 before any rank reads them."""
+        path = self.samples_path(tokenizer_fingerprint)
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_text(path, "".join(s.model_dump_json() + "\n" for s in samples))
+
     def load_samples(self, tokenizer_fingerprint: str) -> list[Sample] | None:
         path = self.samples_path(tokenizer_fingerprint)
         if not path.exists():
@@ -469,11 +475,6 @@ class RunStore(RunFiles):
                     merged += 1
             shard.unlink()
         return merged
-
-    def save_samples(self, tokenizer_fingerprint: str, samples: Iterable[Sample]) -> None:
-        path = self.samples_path(tokenizer_fingerprint)
-        path.parent.mkdir(exist_ok=True)
-        atomic_write_text(path, "".join(s.model_dump_json() + "\n" for s in samples))
 
     def finish(self, status: str, wall_seconds: float, peak_memory_mb: float | None) -> None:
         self.manifest.status = status  # type: ignore[assignment]

@@ -235,3 +235,73 @@ def test_options_that_device_map_would_ignore_are_refused(
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and phrase in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def attention_verdicts(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    verdicts = list(iter_record_lines(out / "attention" / "attention_samples.jsonl"))
+    keys = [(v["model"], v["sample_id"]) for v in verdicts]
+    assert len(keys) == len(set(keys)), "a sample was analysed twice"
+    return dict(zip(keys, verdicts, strict=True))
+
+
+def test_the_attention_pass_shards_over_two_gloo_ranks(
+    tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """niah --attn under torchrun: the attention pass is a task of the one loop, so both ranks analyse
+    their share and rank 0 merges them into the lines and summary one process writes."""
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    alone = niah(tiny_llama_dir, single, subprocess_env, extra=("--attn",))
+    assert alone.returncode == 0, alone.stderr
+    done = niah(tiny_llama_dir, sharded, subprocess_env, ranks=2, extra=("--attn",))
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected, actual = attention_verdicts(single), attention_verdicts(sharded)
+    assert actual.keys() == expected.keys() and len(actual) == 2 * 3 * 2  # lengths × depths × samples
+    for key, verdict in actual.items():
+        assert verdict["greedy_exact"] == expected[key]["greedy_exact"], key
+        assert verdict["answer_logprob"] == pytest.approx(expected[key]["answer_logprob"], abs=1e-4), key
+    heads = [list(iter_record_lines(out / "attention" / "attention.jsonl")) for out in (single, sharded)]
+    assert len(heads[1]) == len(heads[0]) > 0
+    assert not list((sharded / "attention" / "shards").glob("*.jsonl"))  # merged, then removed
+    summary = json.loads((sharded / "attention" / "attention_summary.json").read_text())
+    reference = json.loads((single / "attention" / "attention_summary.json").read_text())
+    assert summary["models"][0]["needle"] == pytest.approx(reference["models"][0]["needle"], abs=1e-6)
+    manifest = json.loads((sharded / "manifest.json").read_text())
+    assert manifest["attention"]["status"] == "complete"
+    assert done.stdout.count("results:") == 1  # rank 0 alone reports
+
+
+def test_a_dead_ranks_attention_shard_is_kept_on_resume(
+    tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """As if rank 1 died during niah --attn: its finished units sit in its shard (last line torn); the
+    rerun keeps them, redoes the torn one, and analyses no unit twice."""
+    out = tmp_path / "run"
+    done = niah(tiny_llama_dir, out, subprocess_env, extra=("--attn",))
+    assert done.returncode == 0, done.stderr
+    attention = out / "attention"
+    verdicts = (attention / "attention_samples.jsonl").read_text().splitlines(keepends=True)
+    heads = list(iter_record_lines(attention / "attention.jsonl"))
+    units = [
+        {
+            "heads": [h for h in heads if h["sample_id"] == json.loads(v)["sample_id"]],
+            "verdict": json.loads(v),
+        }
+        for v in verdicts
+    ]
+    kept, shard = units[:3], units[3:6]
+    (attention / "attention_samples.jsonl").write_text("".join(verdicts[:3]))
+    (attention / "attention.jsonl").write_text(
+        "".join(json.dumps(h) + "\n" for u in kept for h in u["heads"])
+    )
+    (attention / "shards").mkdir()
+    lines = [json.dumps(unit) + "\n" for unit in shard]
+    (attention / "shards" / "rank-1.jsonl").write_text("".join(lines) + json.dumps(units[6])[:50])
+    rerun = niah(tiny_llama_dir, out, subprocess_env, extra=("--attn",))
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = attention_verdicts(out)
+    assert len(resumed) == len(verdicts)
+    for unit in [*kept, *shard]:  # byte-for-byte the finished verdicts
+        verdict = unit["verdict"]
+        assert resumed[verdict["model"], verdict["sample_id"]] == verdict
+    assert len(list(iter_record_lines(attention / "attention.jsonl"))) == len(heads)
+    assert not list((attention / "shards").glob("*.jsonl"))

@@ -10,13 +10,14 @@ with the same options look at identical contexts. Files of the run directory:
     attention_summary.json    per model and layer: mean region shares (the Table 3 view), redundancy
     attention_*.png/.svg      the plots (see attention_plots.py)
 
-A sample's records are appended in one fsynced write after it finishes. There is no resume: an
-attention run is short next to the niah grid it mirrors, and --out must name a fresh directory.
+The pass is a task of the one run loop (``AttentionPass``): it shards under torchrun, and a unit's
+records are appended in fsynced writes after it finishes. ``diffbench attn`` does not resume: an
+attention run is short next to the niah grid it mirrors, and --out must name a fresh directory; a
+finished run's pass (``--attn``) resumes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.errors import RunDirectoryError, UsageError
-from diffbench.events import EventHook, ModelStarted, Planned, Status, UnitDone
-from diffbench.store import append_durably, read_json_object
+from diffbench.events import EventHook, Status
+from diffbench.store import RunFiles, append_durably, read_json_object
 
 SCHEMA_VERSION = 1
 MANIFEST = "attention_manifest.json"
@@ -90,38 +91,6 @@ def check_supported(prepared: Any) -> None:
     attention_layers(skeleton)
 
 
-def run_attention(
-    spec: Any,
-    model_texts: list[str],
-    out: Path | None,
-    results_root: Path,
-    device_choice: str,
-    dtype_choice: str,
-    command: list[str],
-    on_event: EventHook,
-    options: AttentionOptions | None = None,
-) -> AttentionOutcome:
-    """Every model on the spec's samples; records, summary and plots in the run directory."""
-    from diffbench.engine.loop import default_run_directory
-    from diffbench.haystack.sources import load_source
-    from diffbench.models.device import resolve_device, resolve_dtype
-
-    options = options or AttentionOptions()
-    source = load_source(spec.haystack, spec.seed)
-    spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
-    device = resolve_device(device_choice)
-    dtype = resolve_dtype(dtype_choice, device)
-    prepared = prepare_supported(spec, model_texts, on_event)
-
-    directory = fresh_directory(
-        out or default_run_directory(results_root, "attn", [item.ref.name for item in prepared])
-    )
-    manifest = new_manifest(directory.name, spec, model_texts, options, command)
-    with tracked(directory, manifest, device):
-        _run_models(prepared, spec, source, directory, device, dtype, options, manifest, on_event)
-    return write_summary(directory, manifest, on_event)
-
-
 def new_manifest(
     run_id: str, spec: Any, model_texts: list[str], options: AttentionOptions, command: list[str]
 ) -> dict[str, Any]:
@@ -147,37 +116,6 @@ def new_manifest(
         "wall_seconds": 0.0,
         "peak_memory_mb": None,
     }
-
-
-@contextlib.contextmanager
-def tracked(
-    directory: Path, manifest: dict[str, Any], device: Any, every_gpu: bool = False
-) -> Iterator[None]:
-    """The manifest says running, then complete, interrupted or failed, with the time and peak memory.
-
-    Time adds up over resumed passes; the peak memory is the largest of them.
-    """
-    from diffbench.engine.loop import peak_memory_mb
-    from diffbench.store import now_iso, write_json
-
-    manifest["status"] = "running"
-    write_json(directory / MANIFEST, manifest)
-    started = time.perf_counter()
-    try:
-        yield
-        manifest["status"] = "complete"
-    except KeyboardInterrupt:
-        manifest["status"] = "interrupted"
-        raise
-    except BaseException:
-        manifest["status"] = "failed"
-        raise
-    finally:
-        manifest["wall_seconds"] = round(manifest["wall_seconds"] + time.perf_counter() - started, 3)
-        peak = round(peak_memory_mb(device, every_gpu), 1)
-        manifest["peak_memory_mb"] = max(manifest["peak_memory_mb"] or 0.0, peak)
-        manifest["updated_at"] = now_iso()
-        write_json(directory / MANIFEST, manifest)
 
 
 @dataclass(frozen=True)
@@ -207,6 +145,283 @@ def _niah_units(run_directory: Path, prepared: Any) -> list[Any]:
     return RunFiles(run_directory).load_samples(prepared.tokenizer_fingerprint) or []
 
 
+@dataclass(frozen=True)
+class AttentionRecord:
+    """One unit's attention: its head lines and its verdict line, written together."""
+
+    model: str
+    sample_id: str
+    heads: list[dict[str, Any]]
+    verdict: dict[str, Any]
+
+
+class AttentionFiles:
+    """An attention directory as every rank sees it: a unit is finished once its verdict line is written.
+
+    ``samples`` holds the samples ``diffbench attn`` built, in niah's layout (samples/<tokenizer>.jsonl).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.samples = RunFiles(directory)
+
+    def shard_path(self, rank: int) -> Path:
+        return self.directory / "shards" / f"rank-{rank}.jsonl"
+
+    def completed(self, model: str) -> set[str]:
+        from diffbench.store import iter_record_lines
+
+        lines = iter_record_lines(self.directory / SAMPLE_RESULTS)
+        return {str(line.get("sample_id")) for line in lines if line.get("model") == model}
+
+    def append_to_shard(self, rank: int, record: AttentionRecord) -> None:
+        """A unit on one line (heads and verdict), so a rank killed mid-write leaves no half unit."""
+        path = self.shard_path(rank)
+        path.parent.mkdir(exist_ok=True)
+        append_durably(path, json.dumps({"heads": record.heads, "verdict": record.verdict}) + "\n")
+
+
+class AttentionLedger(AttentionFiles):
+    """An attention directory as rank 0 writes it: attention_manifest.json and the two line files.
+
+    Attached to a finished run (``run_directory``), it holds the run's lock and keeps the run's
+    manifest.json told where the attention data is and how far it got, so reports find it.
+    """
+
+    def __init__(
+        self, directory: Path, manifest: dict[str, Any], run_directory: Path | None, lock: Any
+    ) -> None:
+        super().__init__(directory)
+        self.manifest = manifest
+        self.run_directory = run_directory
+        self._lock = lock
+
+    @classmethod
+    def fresh(
+        cls, directory: Path, spec: Any, model_texts: list[str], options: AttentionOptions, command: list[str]
+    ) -> AttentionLedger:
+        """``diffbench attn``'s own directory, which must not hold an attention run already."""
+        fresh_directory(directory)
+        ledger = cls(directory, new_manifest(directory.name, spec, model_texts, options, command), None, None)
+        ledger.save_manifest()
+        return ledger
+
+    @classmethod
+    def attached(
+        cls,
+        run_directory: Path,
+        spec: Any,
+        model_texts: list[str],
+        options: AttentionOptions,
+        command: list[str],
+    ) -> AttentionLedger:
+        """RUN/attention, resumed: units with a verdict line are kept, a unit cut short is done again."""
+        from diffbench.store import acquire_lock, ensure_directory, read_manifest
+
+        directory = ensure_directory(run_directory / ATTENTION_DIRECTORY)
+        lock = acquire_lock(run_directory)
+        try:
+            manifest = _resumed_manifest(directory) or new_manifest(
+                read_manifest(run_directory).run_id, spec, model_texts, options, command
+            )
+            manifest["requested_models"] = list(dict.fromkeys([*manifest["requested_models"], *model_texts]))
+            manifest.update(options=options.as_manifest(), command=list(command), status="running")
+            ledger = cls(directory, manifest, run_directory, lock)
+            _keep_finished(directory)
+            ledger.merge_shards()
+            ledger.save_manifest()
+        except BaseException:
+            lock.close()
+            raise
+        return ledger
+
+    def save_manifest(self) -> None:
+        from diffbench.store import now_iso, write_json
+
+        self.manifest["updated_at"] = now_iso()
+        write_json(self.directory / MANIFEST, self.manifest)
+        if self.run_directory is not None:
+            _note_in_run(self.run_directory, self.manifest)
+
+    def refuse_mixed_settings(self, name: str, device: str, dtype: str, attn_implementation: str) -> None:
+        """Shares are compared within a model's own rows only: a pass may add rows made another way."""
+
+    def register_model(self, entry: Any) -> None:
+        self.manifest["models"] = [m for m in self.manifest["models"] if m["name"] != entry.name]
+        self.manifest["models"].append(entry.model_dump(mode="json"))
+        self.save_manifest()
+
+    def record_engine(self, model: str, settings: dict[str, object]) -> None:
+        """The pass's settings are its options, in the manifest already."""
+
+    def append(self, record: AttentionRecord) -> None:
+        """The head lines, then the verdict line: a unit without its verdict is redone on resume."""
+        append_durably(self.directory / RECORDS, "".join(json.dumps(line) + "\n" for line in record.heads))
+        append_durably(self.directory / SAMPLE_RESULTS, json.dumps(record.verdict) + "\n")
+
+    def merge_shards(self) -> int:
+        """The units of the ranks' shards, each once; a shard goes only after its units are here."""
+        from diffbench.store import iter_record_lines, record_key
+
+        shards = sorted((self.directory / "shards").glob("rank-*.jsonl"))
+        if not shards:
+            return 0
+        present = {record_key(line) for line in iter_record_lines(self.directory / SAMPLE_RESULTS)}
+        merged = 0
+        for shard in shards:
+            for line in iter_record_lines(shard):
+                verdict = line["verdict"]
+                if record_key(verdict) not in present:
+                    model, sample_id = record_key(verdict)
+                    self.append(AttentionRecord(model, sample_id, line["heads"], verdict))
+                    present.add(record_key(verdict))
+                    merged += 1
+            shard.unlink()
+        return merged
+
+    def finish(self, status: str, wall_seconds: float, peak_memory_mb: float | None) -> None:
+        """Time adds up over resumed passes; the peak memory is the largest of them."""
+        self.manifest["status"] = status
+        self.manifest["wall_seconds"] = round(self.manifest["wall_seconds"] + wall_seconds, 3)
+        if peak_memory_mb is not None:
+            peak = round(peak_memory_mb, 1)
+            self.manifest["peak_memory_mb"] = max(self.manifest["peak_memory_mb"] or 0.0, peak)
+        self.save_manifest()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+
+
+@dataclass
+class AttentionScoring:
+    """One loaded model's units analysed, a record (heads and verdict) per unit."""
+
+    loaded: Any
+    pending: list[Any]
+    run_id: str
+    analyse: Callable[[Any, Any, AttentionOptions], UnitResult]
+    options: AttentionOptions
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def records(self) -> Iterator[AttentionRecord]:
+        entry = self.loaded.entry
+        context = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "model": entry.name,
+            "variant": entry.variant,
+            "variant_version": entry.variant_version,
+        }
+        for unit in self.pending:
+            started = time.perf_counter()
+            result = self.analyse(self.loaded, unit, self.options)
+            about = {**context, **result.about}
+            heads = [{**about, **record} for record in result.records]
+            verdict = {**about, **result.verdict, "seconds": round(time.perf_counter() - started, 4)}
+            yield AttentionRecord(entry.name, unit.sample_id, heads, verdict)
+
+    def throughput(self) -> dict[str, object]:
+        return {}
+
+
+@dataclass
+class AttentionPass:
+    """The attention pass as a task of the one run loop (engine/loop.py), so it shards under torchrun
+    like niah and halluc.
+
+    Standalone (``diffbench attn``) it builds niah's samples into a fresh directory; attached to a
+    finished run (``niah --attn``, ``halluc --attn``) it reads the run's units (never rebuilt, so the
+    attention describes exactly the prompts that were scored) into RUN/attention and resumes.
+    """
+
+    spec: Any
+    analysis: AttentionTask
+    options: AttentionOptions
+    source: Any = None  # standalone: the haystack the samples are built from
+    run_directory: Path | None = None  # attached: the finished run
+    run_id: str | None = None  # attached: the run's id, which its attention lines carry
+    label: str = "attn"
+    precision_audit: bool = False
+
+    def check_model(self, prepared: Any) -> None:
+        check_supported(prepared)
+
+    def choose_directory(
+        self, out: Path | None, results_root: Path, model_texts: list[str], names: list[str]
+    ) -> Path:
+        from diffbench.engine.loop import default_run_directory
+
+        if self.run_directory is not None:
+            return self.run_directory / ATTENTION_DIRECTORY
+        return out or default_run_directory(results_root, self.label, names)
+
+    def open_ledger(self, directory: Path, model_texts: list[str], command: list[str]) -> AttentionLedger:
+        if self.run_directory is not None:
+            return AttentionLedger.attached(self.run_directory, self.spec, model_texts, self.options, command)
+        return AttentionLedger.fresh(directory, self.spec, model_texts, self.options, command)
+
+    def shard_files(self, directory: Path) -> AttentionFiles:
+        return AttentionFiles(directory)
+
+    def build_units(self, ledger: AttentionLedger, prepared: Any) -> None:
+        if self.run_directory is None:
+            from diffbench.engine.runner import samples_for
+
+            samples_for(ledger.samples, self.spec, prepared, self.source)
+
+    def units(self, files: AttentionFiles, prepared: Any) -> list[Any]:
+        if self.run_directory is not None:
+            return self.analysis.units_of(self.run_directory, prepared)
+        return files.samples.load_samples(prepared.tokenizer_fingerprint) or []
+
+    def unit_id(self, unit: Any) -> str:
+        return str(unit.sample_id)
+
+    def scoring(self, loaded: Any, pending: list[Any], run_id: str, options: Any) -> AttentionScoring:
+        return AttentionScoring(loaded, pending, self.run_id or run_id, self.analysis.analyse, self.options)
+
+    def engine_options(self) -> Any:
+        from diffbench.engine.loop import EngineOptions
+
+        return EngineOptions(device_map=self.options.device_map, precision_audit=0)
+
+
+def run_attention(
+    spec: Any,
+    model_texts: list[str],
+    out: Path | None,
+    results_root: Path,
+    device_choice: str,
+    dtype_choice: str,
+    command: list[str],
+    on_event: EventHook,
+    options: AttentionOptions | None = None,
+) -> AttentionOutcome | None:
+    """Every model on the spec's niah samples; records, summary and plots in a fresh run directory.
+
+    None on torchrun ranks other than 0, which leave the summary to rank 0.
+    """
+    from diffbench.engine.loop import run_task
+    from diffbench.haystack.sources import load_source
+
+    source = load_source(spec.haystack, spec.seed)
+    spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
+    task = AttentionPass(spec, NIAH_TASK, options or AttentionOptions(), source=source)
+    outcome = run_task(
+        task,
+        model_texts,
+        out,
+        results_root,
+        device_choice,
+        dtype_choice,
+        command,
+        on_event,
+        task.engine_options(),
+    )
+    return write_summary(outcome.directory, on_event) if outcome.main else None
+
+
 def attach_attention(
     run_directory: Path,
     model_texts: list[str],
@@ -216,52 +431,36 @@ def attach_attention(
     on_event: EventHook,
     task: AttentionTask,
     options: AttentionOptions | None = None,
-) -> AttentionOutcome:
+) -> AttentionOutcome | None:
     """The attention pass of a finished run (``niah --attn``, ``halluc --attn``), into RUN/attention.
 
-    The units are read from the run (never rebuilt), so the attention describes exactly the prompts
-    that were scored. Unlike ``diffbench attn`` this resumes: units with a verdict line are kept and
-    a unit cut short is done again. The run's manifest.json records where the data is and its
-    status, under the run's lock, so reports find it and a concurrent run on it waits.
+    Unlike ``diffbench attn`` this resumes. None on torchrun ranks other than 0.
     """
-    from diffbench.models.device import resolve_device, resolve_dtype
-    from diffbench.store import acquire_lock, ensure_directory, read_manifest
+    from diffbench.engine.loop import run_task
+    from diffbench.store import read_manifest
 
-    options = options or AttentionOptions()
-    spec = read_manifest(run_directory).spec  # carries the haystack fingerprint the samples were built with
-    device = resolve_device(device_choice)
-    dtype = resolve_dtype(dtype_choice, device)
-    prepared = prepare_supported(spec, model_texts, on_event)
-    directory = ensure_directory(run_directory / ATTENTION_DIRECTORY)
-    lock = acquire_lock(run_directory)
-    try:
-        manifest = _resumed_manifest(directory) or new_manifest(
-            read_manifest(run_directory).run_id, spec, model_texts, options, command
+    run = read_manifest(run_directory)  # its spec carries the haystack fingerprint the units were built with
+    attention = AttentionPass(
+        run.spec, task, options or AttentionOptions(), run_directory=run_directory, run_id=run.run_id
+    )
+    outcome = run_task(
+        attention,
+        model_texts,
+        None,
+        run_directory.parent,
+        device_choice,
+        dtype_choice,
+        command,
+        on_event,
+        attention.engine_options(),
+    )
+    if not outcome.main:
+        return None
+    if not (outcome.directory / SAMPLE_RESULTS).exists():
+        raise RunDirectoryError(
+            f"{str(run_directory)!r} has no samples for these models; run niah or halluc on it first"
         )
-        manifest["requested_models"] = list(dict.fromkeys([*manifest["requested_models"], *model_texts]))
-        manifest.update(options=options.as_manifest(), command=list(command))
-        done = _keep_finished(directory)
-        work = []
-        for item in prepared:
-            units = task.units_of(run_directory, item)
-            work.append((item, [u for u in units if (item.ref.name, u.sample_id) not in done]))
-        on_event(Planned(sum(len(pending) for _, pending in work)))
-        try:
-            with tracked(directory, manifest, device, bool(options.device_map)):
-                _note_in_run(run_directory, manifest)
-                for item, pending in work:
-                    analyse_model(
-                        item, pending, directory, device, dtype, options, manifest, on_event, task.analyse
-                    )
-        finally:
-            _note_in_run(run_directory, manifest)
-        if not (directory / SAMPLE_RESULTS).exists():
-            raise RunDirectoryError(
-                f"{str(run_directory)!r} has no samples for these models; run niah or halluc on it first"
-            )
-        return write_summary(directory, manifest, on_event, task.summarise)
-    finally:
-        lock.close()
+    return write_summary(outcome.directory, on_event, task.summarise)
 
 
 ATTENTION_DIRECTORY = "attention"
@@ -328,7 +527,6 @@ def prepare_supported(spec: Any, model_texts: list[str], on_event: EventHook) ->
 
 def write_summary(
     directory: Path,
-    manifest: dict[str, Any],
     on_event: EventHook,
     summarise_records: Callable[[Path], dict[str, Any]] | None = None,
 ) -> AttentionOutcome:
@@ -337,93 +535,13 @@ def write_summary(
     from diffbench.store import write_json
 
     on_event(Status("writing the summary and plots"))
+    manifest = read_json_object(directory / MANIFEST) or {}
     summary = (summarise_records or summarise)(directory)
-    summary["wall_seconds"] = manifest["wall_seconds"]
-    summary["peak_memory_mb"] = manifest["peak_memory_mb"]
+    summary["wall_seconds"] = manifest.get("wall_seconds")
+    summary["peak_memory_mb"] = manifest.get("peak_memory_mb")
     write_json(directory / SUMMARY, summary)
     files = write_plots(directory, summary)
     return AttentionOutcome(directory=directory, summary=summary, files=files)
-
-
-def _run_models(
-    prepared: list[Any],
-    spec: Any,
-    source: Any,
-    directory: Path,
-    device: Any,
-    dtype: Any,
-    options: AttentionOptions,
-    manifest: dict[str, Any],
-    on_event: EventHook,
-) -> None:
-    from diffbench.store import atomic_write_text, ensure_directory
-    from diffbench.tasks.niah import generate_samples
-
-    work = []
-    for item in prepared:
-        on_event(Status(f"building samples for {item.ref.name}"))
-        samples = generate_samples(spec, item.tokenizer, source)
-        sample_dir = ensure_directory(directory / "samples")
-        lines = [sample.model_dump_json() + "\n" for sample in samples]
-        atomic_write_text(sample_dir / f"{item.tokenizer_fingerprint}.jsonl", "".join(lines))
-        work.append((item, samples))
-    on_event(Planned(sum(len(samples) for _, samples in work)))
-    for item, samples in work:
-        analyse_model(
-            item, samples, directory, device, dtype, options, manifest, on_event, analyse_niah_sample
-        )
-
-
-def analyse_model(
-    item: Any,
-    units: list[Any],
-    directory: Path,
-    device: Any,
-    dtype: Any,
-    options: AttentionOptions,
-    manifest: dict[str, Any],
-    on_event: EventHook,
-    analyse: Callable[[Any, Any, AttentionOptions], UnitResult],
-) -> None:
-    """Load one model and append its head records and verdicts, one fsynced write per unit.
-
-    Shared by ``diffbench attn``, ``niah --attn`` and ``halluc --attn``; the manifest (written to
-    MANIFEST in ``directory``) gains the model's entry once its weights are loaded.
-    """
-    import gc
-
-    from diffbench.models.device import attention_implementation
-    from diffbench.models.load import load_weights
-    from diffbench.store import write_json
-
-    if not units:
-        return
-    on_event(Status(f"loading {item.ref.name}"))
-    attention = attention_implementation(device, dtype, item.config)
-    loaded = load_weights(item, device, dtype, attention, options.device_map)
-    entry = loaded.entry
-    manifest["models"] = [m for m in manifest["models"] if m["name"] != entry.name]
-    manifest["models"].append(entry.model_dump(mode="json"))
-    write_json(directory / MANIFEST, manifest)
-    on_event(ModelStarted(f"{entry.name} ({entry.variant}, {entry.dtype}, {entry.device})"))
-    context = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": manifest["run_id"],
-        "model": entry.name,
-        "variant": entry.variant,
-        "variant_version": entry.variant_version,
-    }
-    for unit in units:
-        started = time.perf_counter()
-        result = analyse(loaded, unit, options)
-        about = {**context, **result.about}
-        lines = [json.dumps({**about, **record}) + "\n" for record in result.records]
-        append_durably(directory / RECORDS, "".join(lines))
-        verdict = {**about, **result.verdict, "seconds": round(time.perf_counter() - started, 4)}
-        append_durably(directory / SAMPLE_RESULTS, json.dumps(verdict) + "\n")
-        on_event(UnitDone(verdict))
-    del loaded
-    gc.collect()
 
 
 def analyse_niah_sample(loaded: Any, sample: Any, options: AttentionOptions) -> UnitResult:

@@ -64,6 +64,8 @@ def attn(
     """Where attention goes at the answer positions: needle, question, sinks, noise; per layer and head."""
     with user_errors():
         from diffbench.analysis.attention_run import AttentionOptions, run_attention
+        from diffbench.engine.distributed import launched_rank
+        from diffbench.events import ignore
         from diffbench.progress import sample_progress
 
         spec = niah_spec(
@@ -81,10 +83,16 @@ def attn(
             rope_scaling=rope_scaling,
         )
         options = AttentionOptions(key_chunk=key_chunk, prefill_chunk=chunk_tokens)
+        if launched_rank() != 0:  # torchrun's other ranks analyse their share silently; rank 0 reports
+            run_attention(
+                spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, sys.argv, ignore, options
+            )
+            return
         with sample_progress(stderr, "attn") as on_event:
             outcome = run_attention(
                 spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, sys.argv, on_event, options
             )
+        assert outcome is not None  # rank 0 always has one
         if json_output:
             payload = {**outcome.summary, "directory": str(outcome.directory)}
             sys.stdout.write(json.dumps(payload, indent=2) + "\n")

@@ -64,20 +64,25 @@ def engine_options(
 
 def attention_pass(
     task: Any, directory: Path, models: list[str], device: str, dtype: str, options: EngineOptions
-) -> dict[str, Any]:
-    """A finished run's attention pass (niah --attn, halluc --attn) with its own progress bar."""
+) -> dict[str, Any] | None:
+    """A finished run's attention pass (niah --attn, halluc --attn) with its own progress bar; its summary,
+    or None on torchrun ranks other than 0, which analyse their share silently."""
     from diffbench.analysis.attention_run import AttentionOptions, attach_attention
+    from diffbench.engine.distributed import launched_rank
+    from diffbench.events import ignore
     from diffbench.progress import sample_progress
 
     attention_options = AttentionOptions(
         prefill_chunk=options.chunk_tokens or AttentionOptions.prefill_chunk, device_map=options.device_map
     )
+    if launched_rank() != 0:
+        attach_attention(directory, models, device, dtype, sys.argv, ignore, task, attention_options)
+        return None
     with sample_progress(stderr, "attn") as on_event:
         outcome = attach_attention(
             directory, models, device, dtype, sys.argv, on_event, task, attention_options
         )
-    summary: dict[str, Any] = outcome.summary
-    return summary
+    return outcome.summary if outcome is not None else None
 
 
 def print_attention(summary: dict[str, Any]) -> None:

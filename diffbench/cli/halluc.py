@@ -126,7 +126,11 @@ def execute_halluc(
     from diffbench.store import RECORDS, SUMMARY, iter_record_lines, write_json
 
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
-        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, ignore, options)
+        shard = run_spec(spec, models, out, results_dir, device, dtype, sys.argv, ignore, options)
+        if attn:
+            from diffbench.analysis.halluc_attention import HALLUC_TASK
+
+            attention_pass(HALLUC_TASK, shard.directory, models, device, dtype, options)
         return
     if attn:  # a model the attention cannot read is refused before the probes run, not after them
         from diffbench.analysis.attention_run import prepare_supported

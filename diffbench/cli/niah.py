@@ -200,7 +200,11 @@ def execute_niah(
             "GPUs itself (limit them with CUDA_VISIBLE_DEVICES); leave --device at auto"
         )
     if launched_rank() != 0:  # torchrun's other ranks score their share silently; rank 0 reports
-        run_spec(spec, models, out, results_dir, device, dtype, sys.argv, ignore, options)
+        shard = run_spec(spec, models, out, results_dir, device, dtype, sys.argv, ignore, options)
+        if attn:
+            from diffbench.analysis.attention_run import NIAH_TASK
+
+            attention_pass(NIAH_TASK, shard.directory, models, device, dtype, options)
         return
     if attn:  # a model the attention cannot read is refused before the niah run, not after it
         from diffbench.analysis.attention_run import prepare_supported

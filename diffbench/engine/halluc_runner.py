@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffbench.engine.loop import EngineOptions
+from diffbench.engine.loop import EngineOptions, StoredTask
 from diffbench.engine.shared_prefill import PromptJob
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.specs import HallucSpec, Record
@@ -245,7 +245,7 @@ class HallucScoring:
 
 
 @dataclass
-class HallucTask:
+class HallucTask(StoredTask):
     """The hallucination probes (or a --dataset): every item in each of its modes."""
 
     spec: HallucSpec

@@ -1,12 +1,13 @@
 """The one run loop every task runs through: resolve → prepare → open → units → refuse → load → score →
 append → finish.
 
-A task (``Task``: niah's samples, halluc's probe items) says what its units are and how one loaded model
-scores them; the loop owns everything else, the same for every task: every model resolved and checked
-before any weights load, the run directory chosen, opened, locked and resumed, units built once per
-tokenizer and stored, sharded over torchrun ranks (each rank appends to its own shard, rank 0 merges),
-mixed settings refused before any loads, the float32 precision audit, one record appended and fsynced
-per finished unit, memory handed back between models, and the manifest finished whatever happens.
+A task (``Task``: niah's samples, halluc's probe items, the attention pass's samples) says what its
+units are, how one loaded model scores them and which files hold its run (``RunLedger``); the loop owns
+everything else, the same for every task: every model resolved and checked before any weights load, the
+run directory chosen, opened and resumed, units built once per tokenizer and stored, sharded over
+torchrun ranks (each rank appends to its own shard, rank 0 merges), mixed settings refused before any
+loads, the float32 precision audit, one record appended and fsynced per finished unit, memory handed
+back between models, and the manifest finished whatever happens.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from diffbench.models.load import (
     prepare_model,
     resolve_model_ref,
 )
-from diffbench.specs import Record
 from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
 
 
@@ -66,8 +66,8 @@ class Scoring(Protocol):
 
     settings: dict[str, object]  # the manifest's engine entry: memory plan, chunk and batch size
 
-    def records(self) -> Iterator[Record]:
-        """A record per unit, each yielded as soon as it is finished."""
+    def records(self) -> Iterator[Any]:
+        """A record per unit (a ``Record``, or the attention pass's), yielded as soon as it is finished."""
         ...
 
     def throughput(self) -> dict[str, object]:
@@ -75,18 +75,76 @@ class Scoring(Protocol):
         ...
 
 
+class ShardFiles(Protocol):
+    """What every rank may do with a run's files: learn what is finished, append to its own shard."""
+
+    def completed(self, model: str) -> set[str]:
+        """The unit ids ``model`` has records for."""
+        ...
+
+    def append_to_shard(self, rank: int, record: Any) -> None:
+        """A rank's durable append to its own file: ranks never write one file together."""
+        ...
+
+
+class RunLedger(ShardFiles, Protocol):
+    """A run directory as rank 0 writes it: ``RunStore`` (manifest.json, records.jsonl) for niah and
+    halluc, the attention pass's own files for it."""
+
+    def refuse_mixed_settings(self, name: str, device: str, dtype: str, attn_implementation: str) -> None:
+        """Refuse, before any load, to add records of ``name`` made another way than those already here."""
+        ...
+
+    def register_model(self, entry: Any) -> None: ...
+
+    def record_engine(self, model: str, settings: dict[str, object]) -> None:
+        """How the engine ran ``model`` (memory plan, chunk size, throughput)."""
+        ...
+
+    def append(self, record: Any) -> None:
+        """One finished unit's record, fsynced before the next unit starts."""
+        ...
+
+    def merge_shards(self) -> int:
+        """Move the ranks' shard records into the run, each once."""
+        ...
+
+    def finish(self, status: str, wall_seconds: float, peak_memory_mb: float | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Task(Protocol):
-    """What one kind of run (niah, halluc) adds to the loop: its spec, its units and their scoring."""
+    """What one kind of run (niah, halluc, attention) adds to the loop: its spec, its files, its units and
+    their scoring."""
 
     spec: Any  # a TaskSpec: its fingerprint names the run's sample set
     label: str  # the task's part of default run directory names
     precision_audit: bool  # whether bf16/fp16 runs also score their first units from float32 weights
 
-    def build_units(self, store: RunStore, prepared: PreparedModel) -> None:
+    def check_model(self, prepared: PreparedModel) -> None:
+        """Refuse a model the task cannot run, before the run directory is touched."""
+        ...
+
+    def choose_directory(
+        self, out: Path | None, results_root: Path, model_texts: list[str], names: list[str]
+    ) -> Path:
+        """The run directory: --out, a resumable one, or a new one (rank 0 only)."""
+        ...
+
+    def open_ledger(self, directory: Path, model_texts: list[str], command: list[str]) -> RunLedger:
+        """Open (create or resume) the run's files for writing (rank 0 only)."""
+        ...
+
+    def shard_files(self, directory: Path) -> ShardFiles:
+        """The run's files as another torchrun rank sees them."""
+        ...
+
+    def build_units(self, ledger: Any, prepared: PreparedModel) -> None:
         """Generate and store this tokenizer's units unless the run holds them (rank 0, before any load)."""
         ...
 
-    def units(self, files: RunFiles, prepared: PreparedModel) -> list[Any]:
+    def units(self, files: Any, prepared: PreparedModel) -> list[Any]:
         """This tokenizer's stored units, in run order."""
         ...
 
@@ -99,6 +157,32 @@ class Task(Protocol):
     ) -> Scoring:
         """How ``loaded`` scores ``pending``."""
         ...
+
+
+class StoredTask:
+    """The run directory of niah and halluc (store.py): manifest.json and records.jsonl, found again by
+    spec and models, so rerunning a command resumes it."""
+
+    spec: Any
+    label: str
+
+    def check_model(self, prepared: PreparedModel) -> None:
+        """Every model niah and halluc can load, they can run."""
+
+    def choose_directory(
+        self, out: Path | None, results_root: Path, model_texts: list[str], names: list[str]
+    ) -> Path:
+        return (
+            out
+            or find_resumable(results_root, self.spec, model_texts)
+            or default_run_directory(results_root, self.label, names)
+        )
+
+    def open_ledger(self, directory: Path, model_texts: list[str], command: list[str]) -> RunStore:
+        return RunStore.open(directory, self.spec, directory.name, model_texts, command)
+
+    def shard_files(self, directory: Path) -> RunFiles:
+        return RunFiles(directory)
 
 
 def default_run_directory(root: Path, task: str, model_names: list[str]) -> Path:
@@ -175,6 +259,8 @@ def run_task(
     # command can reuse the same --out.
     on_event(Status(f"preparing {len(refs)} model(s)"))
     prepared = [prepare_model(ref, task.spec.rope_scaling, max(task.spec.lengths)) for ref in refs]
+    for item in prepared:
+        task.check_model(item)
 
     ranks = join_ranks(device)
     try:
@@ -199,18 +285,15 @@ def _run_ranked(
     dtype: Any,
 ) -> RunOutcome:
     """The run on one rank: rank 0 owns the directory; every rank scores its share of what is left."""
-    spec = task.spec
     directory = None
     if ranks.main:
-        directory = out or find_resumable(results_root, spec, model_texts)
-        directory = directory or default_run_directory(
-            results_root, task.label, [p.ref.name for p in prepared]
-        )
+        names = [p.ref.name for p in prepared]
+        directory = task.choose_directory(out, results_root, model_texts, names)
     directory = ranks.from_main(directory)
     assert directory is not None  # rank 0 always chooses one
     run_id = directory.name
-    store = RunStore.open(directory, spec, run_id, model_texts, command) if ranks.main else None
-    files = store or RunFiles(directory)
+    store = task.open_ledger(directory, model_texts, command) if ranks.main else None
+    files: ShardFiles = store or task.shard_files(directory)
     started = time.perf_counter()
     resumed = new = 0
     status = "failed"
@@ -254,7 +337,11 @@ def _run_ranked(
 
 
 def _refuse_mixed_settings(
-    store: RunStore | None, ranks: Ranks, work: list[tuple[PreparedModel, list[Any]]], device: Any, dtype: Any
+    store: RunLedger | None,
+    ranks: Ranks,
+    work: list[tuple[PreparedModel, list[Any]]],
+    device: Any,
+    dtype: Any,
 ) -> None:
     """Every model with work checked before any loads (device kind, dtype, kernel); every rank learns it."""
     refusal = None
@@ -275,8 +362,8 @@ def _run_model(
     task: Task,
     item: PreparedModel,
     pending: list[Any],
-    store: RunStore | None,
-    files: RunFiles,
+    store: RunLedger | None,
+    files: ShardFiles,
     ranks: Ranks,
     run_id: str,
     on_event: EventHook,

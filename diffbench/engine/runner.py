@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from diffbench.engine.loop import EngineOptions
+from diffbench.engine.loop import EngineOptions, StoredTask
 from diffbench.engine.memory import MemoryPlan, auto_batch_size, kv_bytes_per_token, plan_memory
 from diffbench.engine.shared_prefill import Generation, PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import AnswerScore
@@ -139,7 +139,7 @@ def score_samples(
     return memory, engine, results()
 
 
-def samples_for(store: RunStore, spec: NiahSpec, prepared: PreparedModel, source: Any) -> list[Sample]:
+def samples_for(store: RunFiles, spec: NiahSpec, prepared: PreparedModel, source: Any) -> list[Sample]:
     """The run's samples in this tokenizer: stored ones on resume, else generated and stored first."""
     fingerprint = prepared.tokenizer_fingerprint
     samples = store.load_samples(fingerprint)
@@ -175,7 +175,7 @@ class NiahScoring:
 
 
 @dataclass
-class NiahTask:
+class NiahTask(StoredTask):
     """Needle-in-a-haystack: a sample per depth × length × index, scored teacher-forced or decoded."""
 
     spec: NiahSpec
