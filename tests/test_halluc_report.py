@@ -255,5 +255,5 @@ def test_paired_comparisons_count_the_items_the_headline_counts() -> None:
     rows = [record("a", i, "conflict", i < 3) for i in range(4)] + [record("a", 4, "magic", True)]
     rows += [record("b", i, "conflict", i < 1) for i in range(4)] + [record("b", 4, "magic", False)]
     (comparison,) = compare_models(groups(rows), resamples=200)
-    assert (comparison["n"], comparison["only_first"], comparison["only_second"]) == (4, 2, 0)
-    assert comparison["difference"] == pytest.approx(1 / 4 - 3 / 4)  # the headlines' difference
+    assert (comparison.n, comparison.only_first, comparison.only_second) == (4, 2, 0)
+    assert comparison.difference == pytest.approx(1 / 4 - 3 / 4)  # the headlines' difference

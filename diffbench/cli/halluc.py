@@ -144,11 +144,11 @@ def execute_halluc(
 
         attention = attention_pass(HALLUC_TASK, outcome.directory, models, device, dtype, options)
     payload = summarize(list(iter_record_lines(outcome.directory / RECORDS)))
-    write_json(outcome.directory / SUMMARY, {"run_id": outcome.directory.name, **payload})
+    write_json(outcome.directory / SUMMARY, {"run_id": outcome.directory.name, **payload.as_json()})
     if outcome.resumed_records:
         stderr.print(f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new")
     if json_output:
-        shown = {**payload, "directory": str(outcome.directory)}
+        shown = {**payload.as_json(), "directory": str(outcome.directory)}
         if attention is not None:
             shown["attention"] = attention
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")

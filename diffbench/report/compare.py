@@ -30,7 +30,13 @@ from diffbench.report.attention import (
     attention_view,
     write_attention_figure,
 )
-from diffbench.report.halluc import headline_csv, summarize, summary_markdown, summary_renderables
+from diffbench.report.halluc import (
+    HallucSummary,
+    headline_csv,
+    summarize,
+    summary_markdown,
+    summary_renderables,
+)
 from diffbench.report.heatmap import plot_difference_heatmap, plot_heatmap
 from diffbench.report.run_report import safe_filename
 from diffbench.report.runs import (
@@ -79,7 +85,7 @@ class ComparisonReport:
     notes: list[str] = field(default_factory=list)
     attention: AttentionView | None = None  # runs made with niah --attn or diffbench attn
     attention_files: list[Path] = field(default_factory=list)
-    halluc: dict[str, Any] | None = None  # halluc runs: the probe summary (report/halluc.py summarize)
+    halluc: HallucSummary | None = None  # halluc runs: the probe summary (report/halluc.py summarize)
     cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # per model: variant, layout, KV, throughput
 
 
@@ -382,7 +388,9 @@ def report_payload(report: ComparisonReport) -> dict[str, Any]:
         "reference": report.reference,
     }
     if report.halluc is not None:
-        payload |= report.halluc  # the summary.json shape `diffbench halluc` writes: probes, comparisons
+        payload |= (
+            report.halluc.as_json()
+        )  # the summary.json shape `diffbench halluc` writes: probes, comparisons
     else:
         payload["effective_length_fraction"] = EFFECTIVE_FRACTION
         payload["effective_lengths"] = records(report.effective)

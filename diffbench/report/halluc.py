@@ -12,10 +12,64 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pydantic import BaseModel
+
 from diffbench.stats import paired_bootstrap, paired_comparison, wilson_interval
 from diffbench.tasks.probes.metrics import memorization_ratio
 
 Row = dict[str, Any]
+
+
+class JudgeColumn(BaseModel):
+    """A judge's supported rate over the generated answers it decided (never mixed into the headline)."""
+
+    name: str
+    supported_rate: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+
+class Headline(BaseModel):
+    """One model × probe × mode: its headline metric with a Wilson 95% interval, and its secondaries."""
+
+    model: str
+    variant: str
+    probe: str
+    mode: str
+    metric: str
+    value: float | None
+    low: float | None
+    high: float | None
+    n: int
+    secondary: dict[str, Any]  # per probe: rates, means and intervals (see the probe's summary)
+    judge: JudgeColumn | None = None
+
+
+class ProbeComparison(BaseModel):
+    """``second`` − ``first`` on the items both answered: McNemar's exact p and a bootstrap interval."""
+
+    probe: str
+    mode: str
+    first: str
+    second: str
+    n: int
+    only_first: int
+    only_second: int
+    mcnemar_p: float
+    difference: float
+    low: float
+    high: float
+
+
+class HallucSummary(BaseModel):
+    """What summary.json holds (with the run id) and what every view of a halluc run renders."""
+
+    probes: list[Headline]
+    comparisons: list[ProbeComparison]
+
+    def as_json(self) -> Row:
+        return self.model_dump(mode="json")
 
 
 def _rate(flags: Iterable[bool]) -> tuple[float | None, float | None, float | None, int]:
@@ -166,13 +220,13 @@ def probe_summary(records: list[Row]) -> tuple[Row, Row]:
     return head, extra
 
 
-def _judge_column(records: list[Row]) -> Row | None:
+def _judge_column(records: list[Row]) -> JudgeColumn | None:
     verdicts: list[Row] = [_d(r)["judge"] for r in records if _d(r).get("judge")]
     if not verdicts:
         return None
     decided = [v["supported"] for v in verdicts if v.get("supported") is not None]
     value, low, high, n = _rate(bool(v) for v in decided)
-    return {"name": verdicts[0]["name"], "supported_rate": value, "low": low, "high": high, "n": n}
+    return JudgeColumn(name=verdicts[0]["name"], supported_rate=value, low=low, high=high, n=n)
 
 
 def counted(record: Row) -> bool:
@@ -192,7 +246,7 @@ def groups(records: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
     return table
 
 
-def summarize(records: list[Row], resamples: int = 2000, reference: str | None = None) -> Row:
+def summarize(records: list[Row], resamples: int = 2000, reference: str | None = None) -> HallucSummary:
     """Per model × probe × mode: headline with interval and secondaries; paired tests of the reference
     (default: the first model) against each other model."""
     table = groups(records)
@@ -200,22 +254,22 @@ def summarize(records: list[Row], resamples: int = 2000, reference: str | None =
     for (model, probe, mode), members in table.items():
         head, extra = probe_summary(members)
         rows.append(
-            {
-                "model": model,
-                "variant": members[0]["variant"],
-                "probe": probe,
-                "mode": mode,
+            Headline(
+                model=model,
+                variant=members[0]["variant"],
+                probe=probe,
+                mode=mode,
                 **head,
-                "secondary": extra,
-                "judge": _judge_column(members) if mode == "generate" else None,
-            }
+                secondary=extra,
+                judge=_judge_column(members) if mode == "generate" else None,
+            )
         )
-    return {"probes": rows, "comparisons": compare_models(table, resamples, reference)}
+    return HallucSummary(probes=rows, comparisons=compare_models(table, resamples, reference))
 
 
 def compare_models(
     table: dict[tuple[str, str, str], list[Row]], resamples: int, reference: str | None = None
-) -> list[Row]:
+) -> list[ProbeComparison]:
     """The reference (default: the first model) against each other one, per probe and mode, on the items
     both have: runs of one sample set share item ids, so models of several runs pair up too."""
     models = list(dict.fromkeys(model for model, _, _ in table))
@@ -232,28 +286,29 @@ def compare_models(
             paired = paired_comparison(
                 [float(first[s]) for s in shared], [float(second[s]) for s in shared], resamples=resamples
             )
+            assert paired.mcnemar_p is not None  # verdicts are 0/1, so McNemar's test applies
             comparisons.append(
-                {
-                    "probe": probe,
-                    "mode": mode,
-                    "first": base,
-                    "second": other,
-                    "n": paired.n,
-                    "only_first": paired.only_first,
-                    "only_second": paired.only_second,
-                    "mcnemar_p": paired.mcnemar_p,
-                    "difference": paired.difference,
-                    "low": paired.low,
-                    "high": paired.high,
-                }
+                ProbeComparison(
+                    probe=probe,
+                    mode=mode,
+                    first=base,
+                    second=other,
+                    n=paired.n,
+                    only_first=paired.only_first,
+                    only_second=paired.only_second,
+                    mcnemar_p=paired.mcnemar_p,
+                    difference=paired.difference,
+                    low=paired.low,
+                    high=paired.high,
+                )
             )
     return comparisons
 
 
-def format_interval(row: Row) -> str:
-    if row.get("value") is None:
+def format_interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None or low is None or high is None:
         return "–"
-    return f"{row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 METRIC_LABELS = {
@@ -275,53 +330,54 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
-def headline_cells(payload: Row, model: str) -> tuple[list[str], list[list[str]]]:
+def headline_cells(payload: HallucSummary, model: str) -> tuple[list[str], list[list[str]]]:
     """One model's headlines; the judge column only where a judge ran (it is never mixed into them)."""
-    judged = any(row.get("judge") for row in payload["probes"])
+    judged = any(row.judge for row in payload.probes)
     headers = ["probe", "mode", "headline", "value [95% CI]", "n", *(["judge"] if judged else [])]
     cells = []
-    for row in (r for r in payload["probes"] if r["model"] == model):
-        line = [row["probe"], row["mode"], metric_label(row["metric"]), format_interval(row), str(row["n"])]
-        cells.append(line + ([_judge_text(row.get("judge"))] if judged else []))
+    for row in (r for r in payload.probes if r.model == model):
+        interval = format_interval(row.value, row.low, row.high)
+        line = [row.probe, row.mode, metric_label(row.metric), interval, str(row.n)]
+        cells.append(line + ([_judge_text(row.judge)] if judged else []))
     return headers, cells
 
 
-def _judge_text(judge: Row | None) -> str:
-    if not judge:
+def _judge_text(judge: JudgeColumn | None) -> str:
+    if judge is None:
         return ""
-    return f"{judge['name']}: {format_interval({**judge, 'value': judge['supported_rate']})}"
+    return f"{judge.name}: {format_interval(judge.supported_rate, judge.low, judge.high)}"
 
 
-def paired_cells(payload: Row) -> tuple[list[str], list[list[str]]]:
+def paired_cells(payload: HallucSummary) -> tuple[list[str], list[list[str]]]:
     headers = ["probe", "mode", "first", "second", "n", "McNemar p", "difference [95% CI]"]
     cells = [
         [
-            row["probe"],
-            row["mode"],
-            row["first"],
-            row["second"],
-            str(row["n"]),
-            f"{row['mcnemar_p']:.3g}",
-            f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]",
+            row.probe,
+            row.mode,
+            row.first,
+            row.second,
+            str(row.n),
+            f"{row.mcnemar_p:.3g}",
+            f"{row.difference:+.3f} [{row.low:+.3f}, {row.high:+.3f}]",
         ]
-        for row in payload["comparisons"]
+        for row in payload.comparisons
     ]
     return headers, cells
 
 
-def summary_views(payload: Row) -> list[TextTable]:
+def summary_views(payload: HallucSummary) -> list[TextTable]:
     """Every table of a summary as text cells: one per model, then the paired comparisons. The terminal
     (`diffbench halluc`, `diffbench report`) and report.md render these same cells."""
     views: list[TextTable] = [
         (f"{model}: hallucination probes (95% Wilson intervals)", *headline_cells(payload, model))
-        for model in dict.fromkeys(row["model"] for row in payload["probes"])
+        for model in dict.fromkeys(row.model for row in payload.probes)
     ]
-    if payload["comparisons"]:
+    if payload.comparisons:
         views.append(paired_view(payload))
     return views
 
 
-def paired_view(payload: Row) -> TextTable:
+def paired_view(payload: HallucSummary) -> TextTable:
     """The paired comparisons; the reference, the same in every row, moves from its column to the title."""
     from diffbench.report.tables import without_constant_columns
 
@@ -332,19 +388,19 @@ def paired_view(payload: Row) -> TextTable:
     return f"paired comparisons (same items): model − {constant[0]}", headers, cells
 
 
-def summary_tables(payload: Row) -> list[Any]:
+def summary_tables(payload: HallucSummary) -> list[Any]:
     """Rich tables: one per model, then the paired comparisons (compact, like every report table)."""
     from diffbench.report.tables import rich_table
 
     return [rich_table(headers, cells, title) for title, headers, cells in summary_views(payload)]
 
 
-def summary_renderables(payload: Row) -> list[Any]:
+def summary_renderables(payload: HallucSummary) -> list[Any]:
     """What the terminal shows of a summary: the tables, then one plain line of secondaries per headline."""
     return [*summary_tables(payload), *secondary_lines(payload)]
 
 
-def summary_markdown(payload: Row) -> list[str]:
+def summary_markdown(payload: HallucSummary) -> list[str]:
     """report.md's probe section: the terminal's tables as Markdown, the secondaries as a list."""
     from diffbench.report.tables import markdown_table
 
@@ -376,36 +432,36 @@ CSV_COLUMNS = [
 ]
 
 
-def headline_csv(payload: Row) -> str:
+def headline_csv(payload: HallucSummary) -> str:
     """One row per model × probe × mode headline with raw numbers; a model paired with the reference also
     carries its difference (model − reference, bootstrap 95% interval) and McNemar p on the shared items."""
     import pandas as pd
 
-    paired = {(c["second"], c["probe"], c["mode"]): c for c in payload["comparisons"]}
+    paired = {(c.second, c.probe, c.mode): c for c in payload.comparisons}
     rows = []
-    for row in payload["probes"]:
-        comparison = paired.get((row["model"], row["probe"], row["mode"]), {})
-        rows.append(
-            {
-                **{key: row[key] for key in CSV_COLUMNS[:9]},
-                "reference": comparison.get("first"),
-                "difference": comparison.get("difference"),
-                "difference_low": comparison.get("low"),
-                "difference_high": comparison.get("high"),
-                "mcnemar_p": comparison.get("mcnemar_p"),
-                "paired_n": comparison.get("n"),
+    for row in payload.probes:
+        headline = row.model_dump(include=set(CSV_COLUMNS[:9]))
+        comparison = paired.get((row.model, row.probe, row.mode))
+        if comparison is not None:
+            headline |= {
+                "reference": comparison.first,
+                "difference": comparison.difference,
+                "difference_low": comparison.low,
+                "difference_high": comparison.high,
+                "mcnemar_p": comparison.mcnemar_p,
+                "paired_n": comparison.n,
             }
-        )
+        rows.append(headline)
     frame = pd.DataFrame.from_records(rows, columns=CSV_COLUMNS)
     return str(frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
 
 
-def secondary_lines(payload: Row) -> list[str]:
+def secondary_lines(payload: HallucSummary) -> list[str]:
     """One line per model × probe × mode with its secondary metrics (too many for a table column)."""
     return [
-        f"{row['model']} {row['probe']} ({row['mode']}): {_secondary_text(row['secondary'])}"
-        for row in payload["probes"]
-        if row["secondary"]
+        f"{row.model} {row.probe} ({row.mode}): {_secondary_text(row.secondary)}"
+        for row in payload.probes
+        if row.secondary
     ]
 
 
@@ -413,7 +469,7 @@ def _secondary_text(extra: Row) -> str:
     parts = []
     for key, value in extra.items():
         if isinstance(value, dict):
-            parts.append(f"{key} {format_interval(value)}")
+            parts.append(f"{key} {format_interval(value.get('value'), value.get('low'), value.get('high'))}")
         elif isinstance(value, float):
             parts.append(f"{key} {value:.3f}")
         elif value is not None:

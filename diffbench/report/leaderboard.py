@@ -351,18 +351,19 @@ def _probe_columns(
     taken_labels = {c.label for c in taken}
     by_label = {row.label: row for row in rows.values()}
     probes: dict[str, ProbeColumn] = {}
-    for headline in payload["probes"]:
-        probe, mode, metric = headline["probe"], headline["mode"], headline["metric"]
+    for headline in payload.probes:
+        probe, mode, metric = headline.probe, headline.mode, headline.metric
         key = f"{column.fingerprint}/{probe}/{mode}"
         if key not in probes:
             label = f"{probe} · {mode}: {metric_label(metric)}"
             label += f" [{column.fingerprint[:6]}]" if label in taken_labels else ""
             probes[key] = ProbeColumn(column.fingerprint, label, column.task, probe, mode, metric, key)
-        if headline["value"] is not None:  # e.g. no answerable item, no balanced accuracy: a blank cell
-            by_label[headline["model"]].cells[key] = ProbeCell(
-                metric, headline["value"], headline["low"], headline["high"], headline["n"]
+        if headline.value is not None and headline.low is not None and headline.high is not None:
+            # e.g. no answerable item, no balanced accuracy: a blank cell
+            by_label[headline.model].cells[key] = ProbeCell(
+                metric, headline.value, headline.low, headline.high, headline.n
             )
-    if payload["comparisons"]:
+    if payload.comparisons:
         section.paired = AttentionTable(*paired_view(payload))
     return list(probes.values()), section
 
