@@ -32,6 +32,7 @@ from diffbench.specs import (
     NiahSpec,
     Record,
     RunManifest,
+    RunStatus,
     Sample,
     spec_difference,
 )
@@ -476,8 +477,8 @@ class RunStore(RunFiles):
             shard.unlink()
         return merged
 
-    def finish(self, status: str, wall_seconds: float, peak_memory_mb: float | None) -> None:
-        self.manifest.status = status  # type: ignore[assignment]
+    def finish(self, status: RunStatus, wall_seconds: float, peak_memory_mb: float | None) -> None:
+        self.manifest.status = status
         if status == "complete":  # what a later loss of lines is measured against (report/runs.py)
             self.manifest.complete_records = dict(Counter(str(r["model"]) for r in self.records()))
         self.manifest.wall_seconds = round(self.manifest.wall_seconds + wall_seconds, 3)

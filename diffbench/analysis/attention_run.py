@@ -27,6 +27,7 @@ from typing import Any
 
 from diffbench.errors import RunDirectoryError, UsageError
 from diffbench.events import EventHook, Status
+from diffbench.specs import AttentionManifest, RunStatus
 from diffbench.store import RunFiles, append_durably, read_json_object
 
 SCHEMA_VERSION = 1
@@ -93,29 +94,29 @@ def check_supported(prepared: Any) -> None:
 
 def new_manifest(
     run_id: str, spec: Any, model_texts: list[str], options: AttentionOptions, command: list[str]
-) -> dict[str, Any]:
+) -> AttentionManifest:
     from diffbench.store import now_iso
     from diffbench.versions import environment_versions
 
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "attention",
-        "run_id": run_id,
-        "task": spec.task,
-        "spec": spec.model_dump(mode="json"),
-        "spec_fingerprint": spec.fingerprint(),
-        "seed": spec.seed,
-        "status": "running",
-        "created_at": now_iso(),
-        "updated_at": now_iso(),
-        "requested_models": list(model_texts),
-        "models": [],
-        "options": options.as_manifest(),
-        "versions": environment_versions(),
-        "command": list(command),
-        "wall_seconds": 0.0,
-        "peak_memory_mb": None,
-    }
+    return AttentionManifest(
+        schema_version=SCHEMA_VERSION,
+        run_id=run_id,
+        task=spec.task,
+        spec=spec,
+        spec_fingerprint=spec.fingerprint(),
+        seed=spec.seed,
+        created_at=now_iso(),
+        updated_at=now_iso(),
+        requested_models=list(model_texts),
+        options=options.as_manifest(),
+        versions=environment_versions(),
+        command=list(command),
+    )
+
+
+# A run manifest's fields that an attention manifest leaves out of its file (it has no engine entry, no
+# attention note of its own and no record count).
+NOT_IN_FILE = {"engine", "attention", "complete_records"}
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class AttentionLedger(AttentionFiles):
     """
 
     def __init__(
-        self, directory: Path, manifest: dict[str, Any], run_directory: Path | None, lock: Any
+        self, directory: Path, manifest: AttentionManifest, run_directory: Path | None, lock: Any
     ) -> None:
         super().__init__(directory)
         self.manifest = manifest
@@ -224,8 +225,9 @@ class AttentionLedger(AttentionFiles):
             manifest = _resumed_manifest(directory) or new_manifest(
                 read_manifest(run_directory).run_id, spec, model_texts, options, command
             )
-            manifest["requested_models"] = list(dict.fromkeys([*manifest["requested_models"], *model_texts]))
-            manifest.update(options=options.as_manifest(), command=list(command), status="running")
+            manifest.requested_models = list(dict.fromkeys([*manifest.requested_models, *model_texts]))
+            manifest.options, manifest.command = options.as_manifest(), list(command)
+            manifest.status = "running"
             ledger = cls(directory, manifest, run_directory, lock)
             _keep_finished(directory)
             ledger.merge_shards()
@@ -238,8 +240,8 @@ class AttentionLedger(AttentionFiles):
     def save_manifest(self) -> None:
         from diffbench.store import now_iso, write_json
 
-        self.manifest["updated_at"] = now_iso()
-        write_json(self.directory / MANIFEST, self.manifest)
+        self.manifest.updated_at = now_iso()
+        write_json(self.directory / MANIFEST, self.manifest.model_dump(mode="json", exclude=NOT_IN_FILE))
         if self.run_directory is not None:
             _note_in_run(self.run_directory, self.manifest)
 
@@ -247,8 +249,7 @@ class AttentionLedger(AttentionFiles):
         """Shares are compared within a model's own rows only: a pass may add rows made another way."""
 
     def register_model(self, entry: Any) -> None:
-        self.manifest["models"] = [m for m in self.manifest["models"] if m["name"] != entry.name]
-        self.manifest["models"].append(entry.model_dump(mode="json"))
+        self.manifest.models = [m for m in self.manifest.models if m.name != entry.name] + [entry]
         self.save_manifest()
 
     def record_engine(self, model: str, settings: dict[str, object]) -> None:
@@ -279,13 +280,13 @@ class AttentionLedger(AttentionFiles):
             shard.unlink()
         return merged
 
-    def finish(self, status: str, wall_seconds: float, peak_memory_mb: float | None) -> None:
+    def finish(self, status: RunStatus, wall_seconds: float, peak_memory_mb: float | None) -> None:
         """Time adds up over resumed passes; the peak memory is the largest of them."""
-        self.manifest["status"] = status
-        self.manifest["wall_seconds"] = round(self.manifest["wall_seconds"] + wall_seconds, 3)
+        self.manifest.status = status
+        self.manifest.wall_seconds = round(self.manifest.wall_seconds + wall_seconds, 3)
         if peak_memory_mb is not None:
             peak = round(peak_memory_mb, 1)
-            self.manifest["peak_memory_mb"] = max(self.manifest["peak_memory_mb"] or 0.0, peak)
+            self.manifest.peak_memory_mb = max(self.manifest.peak_memory_mb or 0.0, peak)
         self.save_manifest()
 
     def close(self) -> None:
@@ -466,12 +467,19 @@ def attach_attention(
 ATTENTION_DIRECTORY = "attention"
 
 
-def _resumed_manifest(directory: Path) -> dict[str, Any] | None:
+def _resumed_manifest(directory: Path) -> AttentionManifest | None:
+    """The pass's manifest to go on with; one that is unreadable or of another schema is not ours, so
+    the pass starts anew (it is written atomically, so a kill never leaves half of one)."""
+    from pydantic import ValidationError
+
     path = directory / MANIFEST
-    if not path.exists():
+    payload = read_json_object(path) if path.exists() else None
+    if payload is None or payload.get("schema_version") != SCHEMA_VERSION:
         return None
-    payload = read_json_object(path)  # written atomically: an unreadable one is not ours, start anew
-    return payload if payload is not None and payload.get("schema_version") == SCHEMA_VERSION else None
+    try:
+        return AttentionManifest.model_validate(payload)
+    except ValidationError:
+        return None
 
 
 def _keep_finished(directory: Path) -> set[tuple[str, str]]:
@@ -494,7 +502,7 @@ def _keep_finished(directory: Path) -> set[tuple[str, str]]:
     return done
 
 
-def _note_in_run(run_directory: Path, manifest: dict[str, Any]) -> None:
+def _note_in_run(run_directory: Path, manifest: AttentionManifest) -> None:
     """The run's manifest.json says where its attention data is, its status, and which models it covers."""
     from diffbench.store import MANIFEST as RUN_MANIFEST
     from diffbench.store import read_manifest, write_json
@@ -502,12 +510,12 @@ def _note_in_run(run_directory: Path, manifest: dict[str, Any]) -> None:
     run = read_manifest(run_directory)
     run.attention = {
         "directory": ATTENTION_DIRECTORY,
-        "status": manifest["status"],
-        "models": [entry["name"] for entry in manifest["models"]],
+        "status": manifest.status,
+        "models": [entry.name for entry in manifest.models],
         "summary": f"{ATTENTION_DIRECTORY}/{SUMMARY}",
-        "options": manifest["options"],
-        "wall_seconds": manifest["wall_seconds"],
-        "peak_memory_mb": manifest["peak_memory_mb"],
+        "options": manifest.options,
+        "wall_seconds": manifest.wall_seconds,
+        "peak_memory_mb": manifest.peak_memory_mb,
     }
     write_json(run_directory / RUN_MANIFEST, run.model_dump(mode="json"))
 

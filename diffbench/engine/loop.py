@@ -35,6 +35,7 @@ from diffbench.models.load import (
     prepare_model,
     resolve_model_ref,
 )
+from diffbench.specs import RunStatus
 from diffbench.store import RunFiles, RunStore, claim_new_directory, find_resumable
 
 
@@ -109,7 +110,7 @@ class RunLedger(ShardFiles, Protocol):
         """Move the ranks' shard records into the run, each once."""
         ...
 
-    def finish(self, status: str, wall_seconds: float, peak_memory_mb: float | None) -> None: ...
+    def finish(self, status: RunStatus, wall_seconds: float, peak_memory_mb: float | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -296,7 +297,7 @@ def _run_ranked(
     files: ShardFiles = store or task.shard_files(directory)
     started = time.perf_counter()
     resumed = new = 0
-    status = "failed"
+    status: RunStatus = "failed"
     try:
         if store is not None:
             for item in prepared:

@@ -131,8 +131,9 @@ def _balanced(records: list[Row]) -> tuple[Row, Row]:
     a, a_low, a_high, n_a = _rate(r["correct"] for r in answerable)
     u, u_low, u_high, n_u = _rate(r["correct"] for r in unanswerable)
     head: Row = {"metric": "balanced_accuracy", "value": None, "low": None, "high": None, "n": len(records)}
-    if a is not None and u is not None:
-        head |= {"value": (a + u) / 2, "low": (a_low + u_low) / 2, "high": (a_high + u_high) / 2}  # type: ignore[operator]
+    if a is not None and u is not None and a_low is not None and u_low is not None:
+        assert a_high is not None and u_high is not None  # _rate gives all three or none
+        head |= {"value": (a + u) / 2, "low": (a_low + u_low) / 2, "high": (a_high + u_high) / 2}
     generated = records and records[0]["scoring"] == "generate"
     details_u = [_d(r) for r in unanswerable]
     extra: Row = {
