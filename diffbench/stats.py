@@ -7,6 +7,9 @@
 - A seeded paired bootstrap for intervals of score differences, with a sign-flip test for their
   p-value (the bootstrap's own null distribution collapses on a handful of pairs).
 - ``paired_comparison``: the one comparison of two models on paired items, both of the above.
+- For variants trained on several seeds (model families): a two-way bootstrap over seeds and items,
+  whose interval holds both training's variation and the benchmark's sampling, and a seed-level
+  permutation test of two variants' difference, exact over every split of their seeds.
 - Holm's step-down adjustment, so a grid of many cells does not flag cells by chance.
 - A seeded stratified bootstrap interval for an AUROC (a score telling clean from hallucinated
   answers), so twenty answers are not read as a finding.
@@ -223,3 +226,118 @@ def holm_adjust(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[index]))
         adjusted[index] = running
     return adjusted
+
+
+@dataclass(frozen=True)
+class FamilyEstimate:
+    """A variant's mean over its seeds and their items, with an interval that counts both seeds and items."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+    items: int
+    seed_means: tuple[float, ...]
+
+
+def _two_way_means(scores: Any, seed_draws: Any, item_draws: Any) -> Any:
+    """Mean of each resampled block: rows ``seed_draws[r]`` × columns ``item_draws[r]`` of ``scores``."""
+    import numpy as np
+
+    # per seed and resample, the mean over the resampled items; then the mean over the resampled seeds
+    item_means = np.stack([scores[:, draws].mean(axis=1) for draws in item_draws], axis=1)  # seeds × R
+    return np.take_along_axis(item_means, seed_draws.T, axis=0).mean(axis=0)
+
+
+def family_estimate(
+    scores: Any,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> FamilyEstimate:
+    """The mean of a seeds × items score matrix (every seed answered the same items) with a two-way
+    bootstrap percentile interval: each resample draws seeds and items with replacement, independently,
+    so the interval widens when seeds disagree as well as when items are few.
+
+    With one seed it is the items' bootstrap; with few seeds (3) the bootstrap is known to be narrow
+    (it cannot see seed variation beyond the seeds drawn), which the seed-level test below does not hide.
+    """
+    import numpy as np
+
+    matrix = np.asarray(scores, dtype=float)
+    if matrix.ndim != 2 or matrix.size == 0:
+        raise ValueError("family_estimate needs a non-empty seeds × items matrix")
+    n_seeds, n_items = matrix.shape
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, n_seeds, size=(resamples, n_seeds))
+    item_draws = rng.integers(0, n_items, size=(resamples, n_items))
+    means = _two_way_means(matrix, seed_draws, item_draws)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    seed_means = tuple(float(v) for v in matrix.mean(axis=1))
+    return FamilyEstimate(float(matrix.mean()), float(low), float(high), n_seeds, n_items, seed_means)
+
+
+@dataclass(frozen=True)
+class FamilyComparison:
+    """``second`` − ``first`` over two variants' seeds on the same items: a two-way paired bootstrap
+    interval and an exact seed-level permutation p-value (its smallest possible value, ``min_p``, says
+    how much the seed counts allow: 3 seeds against 3 cannot go below 0.1)."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    min_p: float
+    seeds_first: int
+    seeds_second: int
+    items: int
+
+
+def family_comparison(
+    first: Any,
+    second: Any,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> FamilyComparison:
+    """Two variants' seeds × items matrices over the same items (columns aligned).
+
+    The interval draws the items once per resample for both variants (they are paired on items) and
+    each variant's seeds apart. The p-value permutes the variant labels over the seeds' means: under
+    "no difference between the variants" every split of the pooled seeds is as likely, so it is
+    exact, and honest about how few seeds there are.
+    """
+    import itertools
+
+    import numpy as np
+
+    a = np.asarray(first, dtype=float)
+    b = np.asarray(second, dtype=float)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.size == 0 or b.size == 0:
+        raise ValueError("family_comparison needs two non-empty seeds × items matrices over the same items")
+    n_items = a.shape[1]
+    rng = np.random.default_rng(seed)
+    item_draws = rng.integers(0, n_items, size=(resamples, n_items))
+    draws_a = rng.integers(0, a.shape[0], size=(resamples, a.shape[0]))
+    draws_b = rng.integers(0, b.shape[0], size=(resamples, b.shape[0]))
+    differences = _two_way_means(b, draws_b, item_draws) - _two_way_means(a, draws_a, item_draws)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(differences, [tail, 1.0 - tail])
+
+    seed_means = np.concatenate([a.mean(axis=1), b.mean(axis=1)])
+    observed = float(b.mean() - a.mean())
+    pooled = range(seed_means.size)
+    splits = list(itertools.combinations(pooled, b.shape[0]))
+    extreme = 0
+    for chosen in splits:
+        mask = np.zeros(seed_means.size, dtype=bool)
+        mask[list(chosen)] = True
+        split = seed_means[mask].mean() - seed_means[~mask].mean()
+        extreme += abs(split) >= abs(observed) - 1e-12
+    p_value = 1.0 if observed == 0.0 else extreme / len(splits)
+    # the observed split and its mirror (for equal counts) are always at least as extreme
+    min_p = (2 if a.shape[0] == b.shape[0] else 1) / len(splits)
+    return FamilyComparison(
+        observed, float(low), float(high), p_value, min_p, a.shape[0], b.shape[0], n_items
+    )

@@ -38,13 +38,20 @@ def report(
             help="Folder for heatmaps and tables (default: RUN_DIR/report; reports/<time> for several)."
         ),
     ] = None,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=MODEL,MODEL,...: one variant's seeds, reported together (repeat per variant; "
+            "default: names differing only by -sN)."
+        ),
+    ] = None,
 ) -> None:
     """Heatmaps, difference heatmaps, effective lengths and comparison tables across runs; for halluc runs,
     each probe's headline with its interval and paired tests between models."""
     with user_errors():
         from diffbench.report.compare import build_report, report_csv, report_markdown, terminal_tables
 
-        result = build_report(run_dirs, reference, out)
+        result = build_report(run_dirs, reference, out, family)
         for note in result.notes:
             stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         if table_format is TableFormat.csv:

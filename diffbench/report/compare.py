@@ -30,6 +30,16 @@ from diffbench.report.attention import (
     attention_view,
     write_attention_figure,
 )
+from diffbench.report.families import (
+    FAMILIES_CAPTION,
+    FAMILIES_TITLE,
+    FamilyView,
+    detect_families,
+    explicit_families,
+    families_csv,
+    family_cells,
+    family_view,
+)
 from diffbench.report.halluc import (
     HallucSummary,
     headline_csv,
@@ -37,7 +47,7 @@ from diffbench.report.halluc import (
     summary_markdown,
     summary_renderables,
 )
-from diffbench.report.heatmap import plot_difference_heatmap, plot_heatmap
+from diffbench.report.heatmap import plot_difference_heatmap, plot_family_heatmap, plot_heatmap
 from diffbench.report.run_report import safe_filename
 from diffbench.report.runs import (
     Run,
@@ -86,6 +96,7 @@ class ComparisonReport:
     attention: AttentionView | None = None  # runs made with niah --attn or diffbench attn
     attention_files: list[Path] = field(default_factory=list)
     halluc: HallucSummary | None = None  # halluc runs: the probe summary (report/halluc.py summarize)
+    families: FamilyView | None = None  # niah runs with several seeds of a variant (report/families.py)
     cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # per model: variant, layout, KV, throughput
 
 
@@ -176,8 +187,14 @@ def resolve_reference(models: list[str], reference: str | None, runs: list[Run])
     raise UsageError(f"--reference {reference!r} is not among the models: use one of {', '.join(models)}")
 
 
-def build_report(directories: list[Path], reference: str | None, out: Path | None) -> ComparisonReport:
-    """Load, check comparability, aggregate, and write every file of the report."""
+def build_report(
+    directories: list[Path], reference: str | None, out: Path | None, family_options: list[str] | None = None
+) -> ComparisonReport:
+    """Load, check comparability, aggregate, and write every file of the report.
+
+    ``family_options`` (``--family NAME=A,B``) group models into variants; without them, names that
+    differ only by a ``-sN`` seed suffix are grouped.
+    """
     if not directories:
         raise UsageError("pass at least one run directory")
     runs = [load_report_run(directory) for directory in directories]
@@ -209,6 +226,11 @@ def build_report(directories: list[Path], reference: str | None, out: Path | Non
         halluc=halluc,
         cost=cost_table(runs),
     )
+    if family_options and (halluc is not None or not models):
+        raise UsageError("--family groups niah models; these runs hold no niah records")
+    if halluc is None and models:
+        families = explicit_families(family_options, models) if family_options else detect_families(models)
+        report.families = family_view(frame, families, reference)
     report.notes += _notes(report)
     _write_heatmaps(report)
     labels = label_models(runs)
@@ -230,7 +252,7 @@ def _accuracy_tables(frame: pd.DataFrame, reference: str | None) -> tuple[pd.Dat
 
 
 def _notes(report: ComparisonReport) -> list[str]:
-    notes = []
+    notes = list(report.families.notes) if report.families is not None else []
     for run in report.runs:  # an attention run's status is noted by its attention view
         notes += run.notes
         if run.manifest.status != "complete" and not run.attention_only:
@@ -277,6 +299,12 @@ def _write_heatmaps(report: ComparisonReport) -> None:
         report.files += plot_heatmap(
             grid(report.cells, model), title, report.out / f"heatmap_{safe_filename(model)}"
         )
+    if report.families is not None:
+        for name, table in report.families.grids.items():
+            seeds = report.families.estimates[name].seeds
+            title = f"{name}: mean accuracy over {seeds} seed(s) (seed range)"
+            stem = report.out / f"heatmap_family_{safe_filename(name)}"
+            report.files += plot_family_heatmap(table, report.families.spreads[name], title, stem)
     if report.reference is None:
         return
     for model in report.models:
@@ -300,6 +328,9 @@ def report_markdown(report: ComparisonReport) -> str:
         lines += [f"## {PROBES_TITLE}", "", PROBES_CAPTION, ""]
         lines += summary_markdown(report.halluc)
     elif report.models:
+        if report.families is not None:
+            lines += [f"## {FAMILIES_TITLE}", "", FAMILIES_CAPTION + ".", ""]
+            lines.append(markdown_table(*family_cells(report.families)))
         lines += [f"## Effective length (≥ {EFFECTIVE_FRACTION:.0%} of the shortest length's accuracy)", ""]
         lines.append(markdown_table(*effective_cells(report.effective)))
         lines += ["## Accuracy by length (Wilson 95% intervals; Δ: paired bootstrap 95% intervals)", ""]
@@ -365,6 +396,8 @@ def _accuracy_rich_tables(report: ComparisonReport) -> list[Any]:
         f"; Δ: difference to {report.reference}, paired bootstrap 95% CI" if report.reference else ""
     )
     tables.append(rich_table(headers, cells, f"Accuracy by length{suffix}", caption))
+    if report.families is not None:
+        tables.append(rich_table(*family_cells(report.families), FAMILIES_TITLE, FAMILIES_CAPTION))
     return tables
 
 
@@ -395,6 +428,8 @@ def report_payload(report: ComparisonReport) -> dict[str, Any]:
         payload["effective_length_fraction"] = EFFECTIVE_FRACTION
         payload["effective_lengths"] = records(report.effective)
         payload["comparison"] = records(report.comparison)
+        if report.families is not None:
+            payload["families"] = report.families.payload()
     payload["cost"] = records(report.cost) if not report.cost.empty else []
     payload["notes"] = report.notes
     if report.attention is not None:
@@ -423,6 +458,8 @@ def _write_tables(report: ComparisonReport) -> None:
         effective = report.effective.drop(columns=["accuracy_by_length"])
         paths["comparison.csv"] = comparison_csv(report.comparison)
         paths["effective_length.csv"] = str(effective.to_csv(index=False, lineterminator="\n"))
+        if report.families is not None:
+            paths["families.csv"] = families_csv(report.families)
     for name, text in paths.items():
         atomic_write_text(report.out / name, text)
         report.files.append(report.out / name)

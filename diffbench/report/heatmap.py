@@ -25,7 +25,7 @@ DIFFERENCE_CMAP = "RdBu"
 MISSING_COLOR = "#DDDDDD"
 
 
-def _figure(table: pd.DataFrame, title: str, difference: bool) -> Figure:
+def _figure(table: pd.DataFrame, title: str, difference: bool, spread: pd.DataFrame | None = None) -> Figure:
     plt = pyplot()
     from matplotlib.colors import LinearSegmentedColormap, TwoSlopeNorm
 
@@ -50,6 +50,8 @@ def _figure(table: pd.DataFrame, title: str, difference: bool) -> Figure:
         for col in range(cols):
             value = table.iat[row, col]
             text = fmt.format(value) if pd.notna(value) else "–"
+            if spread is not None and pd.notna(value):  # a family's cell: the seeds' range below the mean
+                text += f"\n({spread.iat[row, col]:.2f})"
             # Strong differences are dark in RdBu: white text stays readable there.
             color = "white" if difference and pd.notna(value) and abs(value) > 0.6 else "black"
             ax.text(col, row, text, ha="center", va="center", fontsize=8, color=color)
@@ -61,6 +63,12 @@ def _figure(table: pd.DataFrame, title: str, difference: bool) -> Figure:
 def plot_heatmap(table: pd.DataFrame, title: str, out_stem: Path) -> list[Path]:
     """Write ``out_stem``.png and .svg for a depth × length accuracy table; returns the paths."""
     return save_figure(_figure(table, title, difference=False), out_stem)
+
+
+def plot_family_heatmap(table: pd.DataFrame, spread: pd.DataFrame, title: str, out_stem: Path) -> list[Path]:
+    """A variant's mean accuracy over its seeds per cell, the seeds' range (max − min) in brackets."""
+    aligned = spread.reindex(index=table.index, columns=table.columns)
+    return save_figure(_figure(table, title, difference=False, spread=aligned), out_stem)
 
 
 def plot_difference_heatmap(table: pd.DataFrame, title: str, out_stem: Path) -> list[Path]:
