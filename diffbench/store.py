@@ -153,6 +153,16 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
+def publish_directory(staging: Path, target: Path) -> None:
+    """Move a finished conversion into place in one rename. When another process (a torchrun rank, a
+    second command) published the same conversion first, its complete copy is kept and ours dropped."""
+    try:
+        staging.rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+
+
 def ensure_directory(path: Path, hint: str = "pass another --out") -> Path:
     """mkdir -p with a one-line error naming the directory and what to do."""
     try:

@@ -19,6 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from diffbench.attention.diff_v2 import DiffV2Attention, DiffV2Config, DiffV2ForCausalLM
+from diffbench.attention.model_types import DIFF_V2_MODEL_TYPE
 from diffbench.attention.reference import (
     AttentionFn,
     diff_v1_reference,
@@ -26,7 +27,7 @@ from diffbench.attention.reference import (
     lambda_init,
     llama_style_logits,
 )
-from diffbench.attention.registry import DIFF_V2_MODEL_TYPE, register_diffbench_models
+from diffbench.attention.registry import register_diffbench_models
 from diffbench.cli import app
 from diffbench.engine.teacher_forcing import score_and_generate
 from diffbench.models.device import attention_implementation

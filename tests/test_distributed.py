@@ -183,7 +183,7 @@ def test_a_local_rank_past_the_visible_gpus_is_a_usage_error(monkeypatch: pytest
 
 def test_a_conversion_published_first_by_another_process_is_kept(tmp_path: Path) -> None:
     """Two torchrun ranks converting one GGUF file: the second rename finds the first's copy and keeps it."""
-    from diffbench.models.load import publish_directory
+    from diffbench.store import publish_directory
 
     target, ours = tmp_path / "converted", tmp_path / ".staging-ours"
     target.mkdir()

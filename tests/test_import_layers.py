@@ -104,3 +104,65 @@ def test_the_layers_catch_an_upward_import(tmp_path: Path) -> None:
     planted = [*imports(source), (1, "diffbench.engine.runner")]
     upward = [t for _, t in planted if layer_of(t) > layer_of(module_name(source))]
     assert upward == ["diffbench.engine.runner"]
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every diffbench module and the diffbench modules it imports (``from package import module`` is
+    an import of the module; anything else of the module or package named)."""
+    names = {module_name(path) for path in modules()}
+    graph: dict[str, set[str]] = {}
+    for path in modules():
+        source = module_name(path)
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    targets.add(submodule if submodule in names else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[source] = {t for t in targets if t in names and t != source}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The graph's strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """Inside packages too: no circle of modules, lazy and TYPE_CHECKING imports included."""
+    assert cycles(module_graph()) == []
+
+
+def test_the_cycle_check_finds_a_planted_circle() -> None:
+    graph = module_graph()
+    graph["diffbench.store"] = {*graph["diffbench.store"], "diffbench.engine.loop"}
+    assert any("diffbench.store" in cycle and "diffbench.engine.loop" in cycle for cycle in cycles(graph))

@@ -41,7 +41,7 @@ from transformers.models.llama.modeling_llama import (
     eager_attention_forward,
 )
 
-from diffbench.attention.registry import DIFF_V2_MODEL_TYPE
+from diffbench.attention.model_types import DIFF_V2_MODEL_TYPE
 from diffbench.cache_api import pop_layer_cache
 
 

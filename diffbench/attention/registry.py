@@ -8,7 +8,7 @@ model, with no ``trust_remote_code`` and no code copied into the checkpoint.
 
 from __future__ import annotations
 
-DIFF_V2_MODEL_TYPE = "diffbench_diff_v2"
+from diffbench.attention.model_types import DIFF_V2_MODEL_TYPE
 
 
 def register_diffbench_models() -> None:

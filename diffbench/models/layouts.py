@@ -246,7 +246,7 @@ def convert_v1(state: dict[str, Any], config: dict[str, Any]) -> tuple[dict[str,
 
 def convert_v2(state: dict[str, Any], config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
     """unilm Diff V2 weights and config as diffbench's Diff V2: only RoPE's row order changes."""
-    from diffbench.attention.registry import DIFF_V2_MODEL_TYPE
+    from diffbench.attention.model_types import DIFF_V2_MODEL_TYPE
 
     heads = int(config["num_attention_heads"])
     kv_heads = int(config.get("num_key_value_heads") or heads)
@@ -292,7 +292,7 @@ def convert_directory(source: Path, layout: Layout, target: Path) -> None:
                 shutil.copy2(source / name, staging / name)
         facts = {"layout": layout.name, "source": layout.source, "from": str(source), "conversion": note}
         (staging / LAYOUT_NOTE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-        from diffbench.models.load import publish_directory
+        from diffbench.store import publish_directory
 
         publish_directory(staging, target)
     finally:

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from diffbench.errors import ContextWindowError, ModelLoadError, UsageError
 from diffbench.specs import ModelEntry, stable_hash
+from diffbench.store import publish_directory
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -169,16 +170,6 @@ def materialize(ref: ModelRef) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
-
-
-def publish_directory(staging: Path, target: Path) -> None:
-    """Move a finished conversion into place in one rename. When another process (a torchrun rank, a
-    second command) published the same conversion first, its complete copy is kept and ours dropped."""
-    try:
-        staging.rename(target)
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
 
 
 def converted_layout(ref: ModelRef) -> str:
@@ -340,7 +331,7 @@ def detect_variant(config: Any, location: str | None = None) -> str:
 
 def variant_version(config: Any) -> str | None:
     """Which Differential Transformer a diff checkpoint is: v1 (DiffLlama) or v2 (diffbench's); else None."""
-    from diffbench.attention.registry import DIFF_V2_MODEL_TYPE
+    from diffbench.attention.model_types import DIFF_V2_MODEL_TYPE
 
     return {"diffllama": "v1", DIFF_V2_MODEL_TYPE: "v2"}.get(config.model_type)
 

@@ -105,6 +105,11 @@ def _share(value: object) -> str:
     return "–" if value is None or value != value else f"{float(value):.3f}"  # type: ignore[arg-type]
 
 
+def has_results(run: Run) -> bool:
+    """Records, or for a ``diffbench attn`` run at least one finished sample (its records are attention)."""
+    return bool(run.records) or (run.attention_only and read_summary(run) is not None)
+
+
 def read_summary(run: Run) -> dict[str, Any] | None:
     """The run's attention summary, or None when the run has no (readable) attention data.
 

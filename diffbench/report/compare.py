@@ -28,6 +28,7 @@ from diffbench.report.attention import (
     attention_markdown,
     attention_rich_tables,
     attention_view,
+    has_results,
     write_attention_figure,
 )
 from diffbench.report.families import (
@@ -53,7 +54,6 @@ from diffbench.report.runs import (
     Run,
     combined_frame,
     describe_spec,
-    has_results,
     label_models,
     labelled_records,
     load_report_run,

@@ -28,8 +28,8 @@ from typing import Any
 from diffbench import __version__
 from diffbench.errors import DiffbenchError, UsageError
 from diffbench.report.attention import CAPTION as ATTENTION_CAPTION
-from diffbench.report.attention import AttentionTable, AttentionView, attention_view
-from diffbench.report.runs import Run, describe_spec, find_runs, has_results, load_report_run, provenance
+from diffbench.report.attention import AttentionTable, AttentionView, attention_view, has_results
+from diffbench.report.runs import Run, describe_spec, find_runs, load_report_run, provenance
 
 KEY_SEPARATOR = "|"
 PROVENANCE_KEYS = ("variant", "base_model", "adaptation", "diffbench_version", "seed", "device", "date")

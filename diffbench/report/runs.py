@@ -160,13 +160,6 @@ def load_report_run(directory: Path) -> Run:
     return load_run(directory)
 
 
-def has_results(run: Run) -> bool:
-    """Records, or for a ``diffbench attn`` run at least one finished sample (its records are attention)."""
-    from diffbench.report.attention import read_summary
-
-    return bool(run.records) or (run.attention_only and read_summary(run) is not None)
-
-
 def find_runs(root: Path) -> list[Path]:
     """Every run directory at or below ``root``, sorted: niah runs and ``diffbench attn`` runs.
 

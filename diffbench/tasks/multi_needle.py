@@ -195,7 +195,7 @@ def build_multi(
     index: int,
 ) -> Sample:
     """One multi-needle sample, token-exact; the asked order decides the question and the answer."""
-    from diffbench.tasks.niah import prompt_frame
+    from diffbench.tasks.prompt import prompt_frame
 
     template = spec.needle
     drawn = draw_needles(spec, sample_id, depth)

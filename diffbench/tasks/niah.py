@@ -23,6 +23,7 @@ from diffbench.tasks.multi_needle import (
     build_multi,
     multi_sample_id,
 )
+from diffbench.tasks.prompt import prompt_frame, use_chat_template
 
 KEY_ADJECTIVES = (
     "amber", "brisk", "calm", "dusty", "eager", "faint", "gentle", "hollow", "icy", "jolly",
@@ -34,7 +35,6 @@ KEY_NOUNS = (
     "kettle", "lantern", "meadow", "needle", "orchard", "pebble", "quarry", "river", "saddle", "tower",
     "umbrella", "valley", "willow", "yarrow", "zephyr", "basket", "cliff", "drum", "forest", "glacier",
 )  # fmt: skip
-PLACEHOLDER = "\u2063DIFFBENCH-CONTENT\u2063"
 
 
 def draw_needle(seed: int, sample_key: str) -> tuple[str, str]:
@@ -42,41 +42,6 @@ def draw_needle(seed: int, sample_key: str) -> tuple[str, str]:
     rng = rng_for(seed, "needle", sample_key)
     key = f"{rng.choice(KEY_ADJECTIVES)}-{rng.choice(KEY_NOUNS)}"
     return key, str(rng.randint(1_000_000, 9_999_999))
-
-
-def use_chat_template(tokenizer: Any, mode: str) -> bool:
-    """Resolve --chat-template: auto uses the tokenizer's template when it has one."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if mode == "on" and not has_template:
-        raise UsageError(
-            "--chat-template on, but the model's tokenizer has no chat template; use 'off' or 'auto'"
-        )
-    return has_template if mode == "auto" else mode == "on"
-
-
-def chat_turn(tokenizer: Any) -> tuple[str, str]:
-    """The chat template's text before and after one user message (the latter opens the reply)."""
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": PLACEHOLDER}], tokenize=False, add_generation_prompt=True
-    )
-    before, after = rendered.split(PLACEHOLDER)
-    return before, after
-
-
-def prompt_frame(
-    tokenizer: Any, encoder: SegmentEncoder, instruction: str, question: str, answer_prefix: str, chat: bool
-) -> tuple[list[int], list[int]]:
-    """Token ids before and after the haystack: template, instruction / question, answer prefix."""
-    if chat:
-        before, after = chat_turn(tokenizer)
-        prefix = list(tokenizer(before + instruction, add_special_tokens=False)["input_ids"])
-        suffix = encoder.encode("\n\n" + question + after + answer_prefix)
-    else:
-        prefix = encoder.special_prefix() + list(
-            tokenizer(instruction, add_special_tokens=False)["input_ids"]
-        )
-        suffix = encoder.encode("\n\n" + question + "\n\n" + answer_prefix)
-    return prefix, suffix
 
 
 def sample_id_for(spec: NiahSpec, length: int, depth: float, index: int) -> str:

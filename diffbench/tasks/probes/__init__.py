@@ -25,7 +25,7 @@ def builder_of(name: str) -> Callable[[Builder, int, float, int], ProbeItem]:
 
 def generate_items(spec: Any, tokenizer: Any, source: Any) -> list[ProbeItem]:
     """Every item of a HallucSpec in one tokenizer, ordered by probe, length and index."""
-    from diffbench.tasks.niah import use_chat_template
+    from diffbench.tasks.prompt import use_chat_template
 
     chat = use_chat_template(tokenizer, spec.chat_template)
     builder = Builder(tokenizer, spec.seed, chat, source, fewshot=spec.fewshot)

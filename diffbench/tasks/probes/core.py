@@ -496,7 +496,7 @@ def build_frame(
     tokenizer: Any, encoder: SegmentEncoder, instruction: str, question: str, answer_prefix: str, chat: bool
 ) -> tuple[list[int], list[int]]:
     """Token ids before and after the document: niah's prompt frame (template, instruction, question)."""
-    from diffbench.tasks.niah import prompt_frame
+    from diffbench.tasks.prompt import prompt_frame
 
     return prompt_frame(tokenizer, encoder, instruction, question, answer_prefix, chat)
 
@@ -505,7 +505,7 @@ def response_header(tokenizer: Any, answer_prefix: str, chat: bool) -> str:
     """The text that opens the response: the chat template's assistant turn, then the answer prefix."""
     if not chat:
         return answer_prefix
-    from diffbench.tasks.niah import chat_turn
+    from diffbench.tasks.prompt import chat_turn
 
     return chat_turn(tokenizer)[1] + answer_prefix
 

@@ -80,7 +80,7 @@ def dataset_fingerprint(path: Path) -> str:
 def dataset_items(spec: Any, tokenizer: Any) -> list[ProbeItem]:
     """A seeded sample of up to spec.samples_per_cell rows, each fitted to every length (middle cut)."""
     from diffbench.haystack.fit import MIN_HAYSTACK_TOKENS, SegmentEncoder
-    from diffbench.tasks.niah import use_chat_template
+    from diffbench.tasks.prompt import use_chat_template
 
     rows = read_dataset(Path(str(spec.dataset)))
     chosen = sorted(
