@@ -285,7 +285,7 @@ def test_old_items_without_spans_get_a_clear_error(attention_run: Path, tiny_lla
 def test_diff_answer_share_over_the_net_mass_is_the_papers_normalisation() -> None:
     """answer ÷ net = answer mass / Σ(A1 − λ·A2) = (share over |net|) / (1 − 2·negative share); none
     where the net mass is not positive (λ ≥ 1), and none for softmax heads."""
-    from diffbench.analysis.attention_run import summarise_heads
+    from diffbench.analysis.attention_summary import summarise_heads
 
     def head(model: str, variant: str, answer: float, negative: float | None, layer: int) -> dict[str, Any]:
         shares = {

@@ -1,40 +1,36 @@
-"""``diffbench attn``: attention allocation of each model on a NIAH grid, into a run directory.
+"""The attention pass: where each model's attention goes at the answer positions of niah samples
+(``diffbench attn``) or of a finished run's units (``niah --attn``, ``halluc --attn``).
 
 The samples are niah's (same spec, same token-exact prompts), so an attention run and a niah run made
-with the same options look at identical contexts. Files of the run directory:
-
-    attention_manifest.json   provenance: spec, models, versions, command, options, status, time, memory
-    attention.jsonl           one line per model × sample × layer × head (plain JSON, pandas-readable)
-    attention_samples.jsonl   one line per model × sample: answer region, teacher-forced verdict, seconds
-    samples/<tokenizer>.jsonl the exact token ids each tokenizer saw
-    attention_summary.json    per model and layer: mean region shares (the Table 3 view), redundancy
-    attention_*.png/.svg      the plots (see attention_plots.py)
-
-The pass is a task of the one run loop (``AttentionPass``): it shards under torchrun, and a unit's
-records are appended in fsynced writes after it finishes. ``diffbench attn`` does not resume: an
-attention run is short next to the niah grid it mirrors, and --out must name a fresh directory; a
-finished run's pass (``--attn``) resumes.
+with the same options look at identical contexts. The pass is a task of the one run loop
+(``AttentionPass``): it shards under torchrun, and a unit's records are appended in fsynced writes after
+it finishes (its files: attention_files.py). ``diffbench attn`` does not resume: an attention run is
+short next to the niah grid it mirrors, and --out must name a fresh directory; a finished run's pass
+(``--attn``) resumes.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.analysis.attention_files import (
+    ATTENTION_DIRECTORY,
+    MANIFEST,
+    SAMPLE_RESULTS,
+    SCHEMA_VERSION,
+    SUMMARY,
+    AttentionFiles,
+    AttentionLedger,
+    AttentionRecord,
+)
+from diffbench.analysis.attention_summary import summarise
 from diffbench.errors import RunDirectoryError, UsageError
 from diffbench.events import EventHook, Status
-from diffbench.specs import AttentionManifest, RunStatus
-from diffbench.store import RunFiles, append_durably, read_json_object
-
-SCHEMA_VERSION = 1
-MANIFEST = "attention_manifest.json"
-RECORDS = "attention.jsonl"
-SAMPLE_RESULTS = "attention_samples.jsonl"
-SUMMARY = "attention_summary.json"
+from diffbench.store import read_json_object
 
 
 @dataclass(frozen=True)
@@ -55,18 +51,6 @@ class AttentionOutcome:
     directory: Path
     summary: dict[str, Any]
     files: list[Path] = field(default_factory=list)
-
-
-def fresh_directory(directory: Path) -> Path:
-    """Create --out, refusing one that already holds an attention run (there is no resume to mix into)."""
-    from diffbench.store import ensure_directory
-
-    if (directory / RECORDS).exists() or (directory / MANIFEST).exists():
-        raise RunDirectoryError(
-            f"{str(directory)!r} holds an attention run already; pass another --out "
-            "(attention runs do not resume)"
-        )
-    return ensure_directory(directory)
 
 
 def check_supported(prepared: Any) -> None:
@@ -90,33 +74,6 @@ def check_supported(prepared: Any) -> None:
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(prepared.config)
     attention_layers(skeleton)
-
-
-def new_manifest(
-    run_id: str, spec: Any, model_texts: list[str], options: AttentionOptions, command: list[str]
-) -> AttentionManifest:
-    from diffbench.store import now_iso
-    from diffbench.versions import environment_versions
-
-    return AttentionManifest(
-        schema_version=SCHEMA_VERSION,
-        run_id=run_id,
-        task=spec.task,
-        spec=spec,
-        spec_fingerprint=spec.fingerprint(),
-        seed=spec.seed,
-        created_at=now_iso(),
-        updated_at=now_iso(),
-        requested_models=list(model_texts),
-        options=options.as_manifest(),
-        versions=environment_versions(),
-        command=list(command),
-    )
-
-
-# A run manifest's fields that an attention manifest leaves out of its file (it has no engine entry, no
-# attention note of its own and no record count).
-NOT_IN_FILE = {"engine", "attention", "complete_records"}
 
 
 @dataclass(frozen=True)
@@ -144,154 +101,6 @@ def _niah_units(run_directory: Path, prepared: Any) -> list[Any]:
     from diffbench.store import RunFiles
 
     return RunFiles(run_directory).load_samples(prepared.tokenizer_fingerprint) or []
-
-
-@dataclass(frozen=True)
-class AttentionRecord:
-    """One unit's attention: its head lines and its verdict line, written together."""
-
-    model: str
-    sample_id: str
-    heads: list[dict[str, Any]]
-    verdict: dict[str, Any]
-
-
-class AttentionFiles:
-    """An attention directory as every rank sees it: a unit is finished once its verdict line is written.
-
-    ``samples`` holds the samples ``diffbench attn`` built, in niah's layout (samples/<tokenizer>.jsonl).
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.samples = RunFiles(directory)
-
-    def shard_path(self, rank: int) -> Path:
-        return self.directory / "shards" / f"rank-{rank}.jsonl"
-
-    def completed(self, model: str) -> set[str]:
-        from diffbench.store import iter_record_lines
-
-        lines = iter_record_lines(self.directory / SAMPLE_RESULTS)
-        return {str(line.get("sample_id")) for line in lines if line.get("model") == model}
-
-    def append_to_shard(self, rank: int, record: AttentionRecord) -> None:
-        """A unit on one line (heads and verdict), so a rank killed mid-write leaves no half unit."""
-        path = self.shard_path(rank)
-        path.parent.mkdir(exist_ok=True)
-        append_durably(path, json.dumps({"heads": record.heads, "verdict": record.verdict}) + "\n")
-
-
-class AttentionLedger(AttentionFiles):
-    """An attention directory as rank 0 writes it: attention_manifest.json and the two line files.
-
-    Attached to a finished run (``run_directory``), it holds the run's lock and keeps the run's
-    manifest.json told where the attention data is and how far it got, so reports find it.
-    """
-
-    def __init__(
-        self, directory: Path, manifest: AttentionManifest, run_directory: Path | None, lock: Any
-    ) -> None:
-        super().__init__(directory)
-        self.manifest = manifest
-        self.run_directory = run_directory
-        self._lock = lock
-
-    @classmethod
-    def fresh(
-        cls, directory: Path, spec: Any, model_texts: list[str], options: AttentionOptions, command: list[str]
-    ) -> AttentionLedger:
-        """``diffbench attn``'s own directory, which must not hold an attention run already."""
-        fresh_directory(directory)
-        ledger = cls(directory, new_manifest(directory.name, spec, model_texts, options, command), None, None)
-        ledger.save_manifest()
-        return ledger
-
-    @classmethod
-    def attached(
-        cls,
-        run_directory: Path,
-        spec: Any,
-        model_texts: list[str],
-        options: AttentionOptions,
-        command: list[str],
-    ) -> AttentionLedger:
-        """RUN/attention, resumed: units with a verdict line are kept, a unit cut short is done again."""
-        from diffbench.store import acquire_lock, ensure_directory, read_manifest
-
-        directory = ensure_directory(run_directory / ATTENTION_DIRECTORY)
-        lock = acquire_lock(run_directory)
-        try:
-            manifest = _resumed_manifest(directory) or new_manifest(
-                read_manifest(run_directory).run_id, spec, model_texts, options, command
-            )
-            manifest.requested_models = list(dict.fromkeys([*manifest.requested_models, *model_texts]))
-            manifest.options, manifest.command = options.as_manifest(), list(command)
-            manifest.status = "running"
-            ledger = cls(directory, manifest, run_directory, lock)
-            _keep_finished(directory)
-            ledger.merge_shards()
-            ledger.save_manifest()
-        except BaseException:
-            lock.close()
-            raise
-        return ledger
-
-    def save_manifest(self) -> None:
-        from diffbench.store import now_iso, write_json
-
-        self.manifest.updated_at = now_iso()
-        write_json(self.directory / MANIFEST, self.manifest.model_dump(mode="json", exclude=NOT_IN_FILE))
-        if self.run_directory is not None:
-            _note_in_run(self.run_directory, self.manifest)
-
-    def refuse_mixed_settings(self, name: str, device: str, dtype: str, attn_implementation: str) -> None:
-        """Shares are compared within a model's own rows only: a pass may add rows made another way."""
-
-    def register_model(self, entry: Any) -> None:
-        self.manifest.models = [m for m in self.manifest.models if m.name != entry.name] + [entry]
-        self.save_manifest()
-
-    def record_engine(self, model: str, settings: dict[str, object]) -> None:
-        """The pass's settings are its options, in the manifest already."""
-
-    def append(self, record: AttentionRecord) -> None:
-        """The head lines, then the verdict line: a unit without its verdict is redone on resume."""
-        append_durably(self.directory / RECORDS, "".join(json.dumps(line) + "\n" for line in record.heads))
-        append_durably(self.directory / SAMPLE_RESULTS, json.dumps(record.verdict) + "\n")
-
-    def merge_shards(self) -> int:
-        """The units of the ranks' shards, each once; a shard goes only after its units are here."""
-        from diffbench.store import iter_record_lines, record_key
-
-        shards = sorted((self.directory / "shards").glob("rank-*.jsonl"))
-        if not shards:
-            return 0
-        present = {record_key(line) for line in iter_record_lines(self.directory / SAMPLE_RESULTS)}
-        merged = 0
-        for shard in shards:
-            for line in iter_record_lines(shard):
-                verdict = line["verdict"]
-                if record_key(verdict) not in present:
-                    model, sample_id = record_key(verdict)
-                    self.append(AttentionRecord(model, sample_id, line["heads"], verdict))
-                    present.add(record_key(verdict))
-                    merged += 1
-            shard.unlink()
-        return merged
-
-    def finish(self, status: RunStatus, wall_seconds: float, peak_memory_mb: float | None) -> None:
-        """Time adds up over resumed passes; the peak memory is the largest of them."""
-        self.manifest.status = status
-        self.manifest.wall_seconds = round(self.manifest.wall_seconds + wall_seconds, 3)
-        if peak_memory_mb is not None:
-            peak = round(peak_memory_mb, 1)
-            self.manifest.peak_memory_mb = max(self.manifest.peak_memory_mb or 0.0, peak)
-        self.save_manifest()
-
-    def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
 
 
 @dataclass
@@ -359,8 +168,10 @@ class AttentionPass:
 
     def open_ledger(self, directory: Path, model_texts: list[str], command: list[str]) -> AttentionLedger:
         if self.run_directory is not None:
-            return AttentionLedger.attached(self.run_directory, self.spec, model_texts, self.options, command)
-        return AttentionLedger.fresh(directory, self.spec, model_texts, self.options, command)
+            return AttentionLedger.attached(
+                self.run_directory, self.spec, model_texts, self.options.as_manifest(), command
+            )
+        return AttentionLedger.fresh(directory, self.spec, model_texts, self.options.as_manifest(), command)
 
     def shard_files(self, directory: Path) -> AttentionFiles:
         return AttentionFiles(directory)
@@ -464,62 +275,6 @@ def attach_attention(
     return write_summary(outcome.directory, on_event, task.summarise)
 
 
-ATTENTION_DIRECTORY = "attention"
-
-
-def _resumed_manifest(directory: Path) -> AttentionManifest | None:
-    """The pass's manifest to go on with; one that is unreadable or of another schema is not ours, so
-    the pass starts anew (it is written atomically, so a kill never leaves half of one)."""
-    from pydantic import ValidationError
-
-    path = directory / MANIFEST
-    payload = read_json_object(path) if path.exists() else None
-    if payload is None or payload.get("schema_version") != SCHEMA_VERSION:
-        return None
-    try:
-        return AttentionManifest.model_validate(payload)
-    except ValidationError:
-        return None
-
-
-def _keep_finished(directory: Path) -> set[tuple[str, str]]:
-    """(model, sample id) of every sample with a verdict; head records of any other sample are dropped.
-
-    A sample's head records are written before its verdict, so a kill between the two leaves records
-    that its redo would repeat.
-    """
-    from diffbench.store import atomic_write_text, iter_record_lines, record_key
-
-    verdicts = list(iter_record_lines(directory / SAMPLE_RESULTS))
-    done = {record_key(verdict) for verdict in verdicts}
-    for path, rows in [(directory / SAMPLE_RESULTS, verdicts), (directory / RECORDS, None)]:
-        if not path.exists():
-            continue
-        rows = [r for r in iter_record_lines(path) if record_key(r) in done] if rows is None else rows
-        text = "".join(json.dumps(row) + "\n" for row in rows)
-        if text != path.read_text(encoding="utf-8"):
-            atomic_write_text(path, text)
-    return done
-
-
-def _note_in_run(run_directory: Path, manifest: AttentionManifest) -> None:
-    """The run's manifest.json says where its attention data is, its status, and which models it covers."""
-    from diffbench.store import MANIFEST as RUN_MANIFEST
-    from diffbench.store import read_manifest, write_json
-
-    run = read_manifest(run_directory)
-    run.attention = {
-        "directory": ATTENTION_DIRECTORY,
-        "status": manifest.status,
-        "models": [entry.name for entry in manifest.models],
-        "summary": f"{ATTENTION_DIRECTORY}/{SUMMARY}",
-        "options": manifest.options,
-        "wall_seconds": manifest.wall_seconds,
-        "peak_memory_mb": manifest.peak_memory_mb,
-    }
-    write_json(run_directory / RUN_MANIFEST, run.model_dump(mode="json"))
-
-
 def prepare_supported(spec: Any, model_texts: list[str], on_event: EventHook) -> list[Any]:
     """Every --model resolved and checked for plain causal attention, before any weights load."""
     from diffbench.engine.loop import resolve_named_refs
@@ -585,87 +340,6 @@ def analyse_niah_sample(loaded: Any, sample: Any, options: AttentionOptions) -> 
     if result.answer_spans:
         verdict["answer_spans"] = [list(span) for span in result.answer_spans]
     return UnitResult(about, result.records, verdict)
-
-
-SHARE_COLUMNS = ("answer", "needle", "noise", "sink", "question", "prefix")
-OPTIONAL_COLUMNS = ("negative_share", "lambda", "dex_relative_norm", "lookback")
-VERDICT_COLUMNS = (
-    "model",
-    "sample_id",
-    "target_length",
-    "depth",
-    "greedy_exact",
-    "answer_logprob",
-    "seconds",
-)
-
-
-def summarise(directory: Path) -> dict[str, Any]:
-    """Means per model and layer (the Table 3 view), per model, per model × length × depth, and verdicts."""
-    import pandas as pd
-
-    heads = pd.read_json(directory / RECORDS, lines=True)
-    verdicts = pd.read_json(directory / SAMPLE_RESULTS, lines=True)
-    summary = summarise_heads(heads)
-    correct = verdicts.groupby("model", sort=False)["greedy_exact"].agg(["mean", "count"])
-    for row in summary["models"]:
-        row["teacher_forced_accuracy"] = float(correct["mean"][row["model"]])
-        row["samples"] = int(correct["count"][row["model"]])
-    summary["samples"] = json.loads(verdicts[[*VERDICT_COLUMNS]].to_json(orient="records"))
-    return summary
-
-
-def answer_over_net(heads: Any) -> Any:
-    """Diff heads' answer share over the net mass Σ(A1 − λ·A2) instead of its absolute mass: the paper's
-    normalisation (mass / (1 − λ) for V1). A net region share is mass / (P + N) and the net mass is
-    (P − N) / (P + N) = 1 − 2 × negative share, so the ratio is the answer mass over the net mass.
-    Undefined (null) where the net mass is not positive (λ ≥ 1): there the paper's share has no meaning.
-    Softmax heads (no negative share) get null too: their one share is ``answer``."""
-    net = 1.0 - 2.0 * heads["negative_share"]
-    return (heads["answer"] / net).where(net > 0)
-
-
-def summarise_heads(heads: Any) -> dict[str, Any]:
-    """The head records' means per model, per model and layer, per length × depth cell and per head.
-
-    A share a unit has no region for (a probe item whose answer is not in its context) is null in
-    its records and left out of the means, not counted as zero.
-    """
-    columns = [*SHARE_COLUMNS, "entropy", "redundancy"]
-    columns += [c for c in OPTIONAL_COLUMNS if c in heads.columns]
-    heads = heads.astype({column: float for column in columns})  # an all-null column reads as objects
-    if "negative_share" in heads.columns:
-        heads = heads.assign(answer_over_net=answer_over_net(heads))
-        columns.append("answer_over_net")
-    order = list(dict.fromkeys(heads["model"]))
-    # A sample's layer value is the mean over its heads; a layer's, the mean over samples.
-    per_layer = heads.groupby(["model", "variant", "layer"], sort=False)[columns].mean().reset_index()
-    per_model = heads.groupby(["model", "variant"], sort=False)[columns].mean().reset_index()
-    optional = [c for c in OPTIONAL_COLUMNS if c in heads.columns and c != "lambda"]
-    grid = (
-        heads.groupby(["model", "target_length", "depth"], sort=False)[
-            ["answer", "needle", "noise", *optional]
-        ]
-        .mean()
-        .reset_index()
-    )
-    per_head = (
-        heads.groupby(["model", "layer", "head"], sort=False)[["needle", "answer", "noise"]]
-        .mean()
-        .reset_index()
-    )
-
-    def rows(frame: Any) -> list[dict[str, Any]]:
-        return json.loads(frame.to_json(orient="records"))
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "models": rows(per_model),
-        "model_order": order,
-        "layers": rows(per_layer),
-        "grid": rows(grid),
-        "heads": rows(per_head),
-    }
 
 
 NIAH_TASK = AttentionTask(_niah_units, analyse_niah_sample, summarise)  # niah --attn

@@ -175,7 +175,8 @@ def summarise_halluc(directory: Path) -> dict[str, Any]:
     clean answers from hallucinated ones."""
     import pandas as pd
 
-    from diffbench.analysis.attention_run import MANIFEST, RECORDS, SAMPLE_RESULTS, summarise_heads
+    from diffbench.analysis.attention_files import MANIFEST, RECORDS, SAMPLE_RESULTS
+    from diffbench.analysis.attention_summary import summarise_heads
 
     heads = pd.read_json(directory / RECORDS, lines=True)
     verdicts = pd.read_json(directory / SAMPLE_RESULTS, lines=True)

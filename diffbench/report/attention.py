@@ -135,7 +135,8 @@ def summarise_finished(directory: Path) -> dict[str, Any] | None:
     """
     import tempfile
 
-    from diffbench.analysis.attention_run import RECORDS, SAMPLE_RESULTS, summarise
+    from diffbench.analysis.attention_files import RECORDS, SAMPLE_RESULTS
+    from diffbench.analysis.attention_summary import summarise
     from diffbench.store import iter_record_lines, record_key
 
     hint = "remove that line (its sample is then left out)"

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffbench.analysis.attention_run import ATTENTION_DIRECTORY, SUMMARY
-from diffbench.analysis.attention_run import MANIFEST as ATTENTION_MANIFEST
-from diffbench.analysis.attention_run import SCHEMA_VERSION as ATTENTION_SCHEMA_VERSION
+from diffbench.analysis.attention_files import ATTENTION_DIRECTORY, SUMMARY
+from diffbench.analysis.attention_files import MANIFEST as ATTENTION_MANIFEST
+from diffbench.analysis.attention_files import SCHEMA_VERSION as ATTENTION_SCHEMA_VERSION
 from diffbench.errors import RunDirectoryError, UsageError
 from diffbench.specs import (
     AttentionManifest,
