@@ -159,3 +159,43 @@ def test_report_family_option_groups_named_models(tmp_path: Path) -> None:
     assert set(families) == {"mixed", "base-s1", "diff-s0"}
     bad = CliRunner().invoke(app, ["report", str(run), "--out", str(out), "--family", "x=nope"])
     assert bad.exit_code == 2 and "'nope' is not among the models" in bad.output
+
+
+def family_runs(tmp_path: Path, seeds: int, candidate_rate: int) -> tuple[Path, Path]:
+    """A baseline run (seeds at 5/6 of the samples) and a candidate run (seeds at 1/candidate_rate)."""
+    task_spec = spec(samples_per_cell=6)
+    base = {f"base-s{s}": (lambda sid, i, s=s: (i + s) % 6 != 0) for s in range(seeds)}
+    cand = {f"cand-s{s}": (lambda sid, i, s=s: (i + s) % candidate_rate == 0) for s in range(seeds)}
+    return write_run(tmp_path / "base", task_spec, base), write_run(tmp_path / "cand", task_spec, cand)
+
+
+def family_check(base: Path, cand: Path, seeds: int, tmp_path: Path) -> tuple[int, str, dict[str, object]]:
+    members = [",".join(f"{role}-s{s}" for s in range(seeds)) for role in ("base", "cand")]
+    args = ["check", "--baseline", str(base), "--candidate", str(cand), "--output", str(tmp_path / "c.json")]
+    result = CliRunner().invoke(
+        app, [*args, "--baseline-family", members[0], "--candidate-family", members[1]]
+    )
+    return result.exit_code, result.output, json.loads((tmp_path / "c.json").read_text())
+
+
+def test_check_flags_a_variant_regression_over_four_seeds(tmp_path: Path) -> None:
+    base, cand = family_runs(tmp_path, seeds=4, candidate_rate=2)
+    code, output, verdict = family_check(base, cand, 4, tmp_path)
+    assert code == 1 and "REGRESSION" in output
+    (row,) = verdict["rows"]  # type: ignore[misc]
+    assert row["test"] == "seed permutation" and row["p_value"] == pytest.approx(2 / 70)
+    assert row["drop"] == pytest.approx(5 / 6 - 1 / 2)
+    assert row["baseline_accuracy"] == pytest.approx(5 / 6) and row["n"] == 36
+
+
+def test_check_says_when_three_seeds_cannot_show_a_regression(tmp_path: Path) -> None:
+    """The same drop over 3 seeds each: p cannot fall below 0.1, so the check passes and says why."""
+    base, cand = family_runs(tmp_path, seeds=3, candidate_rate=2)
+    code, output, verdict = family_check(base, cand, 3, tmp_path)
+    assert code == 0 and "cannot go below p = 0.1" in " ".join(output.split())
+    (row,) = verdict["rows"]  # type: ignore[misc]
+    assert row["verdict"] == "not significant" and row["p_value"] == pytest.approx(0.1)
+    half = CliRunner().invoke(
+        app, ["check", "--baseline", str(base), "--candidate", str(cand), "--baseline-family", "base-s0"]
+    )
+    assert half.exit_code == 2 and "pass both --baseline-family and --candidate-family" in half.output

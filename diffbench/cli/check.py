@@ -42,6 +42,16 @@ def check(
     candidate_name: Annotated[
         str | None, typer.Option(help="Model of the candidate run to compare, if it holds several.")
     ] = None,
+    baseline_family: Annotated[
+        str | None,
+        typer.Option(
+            help="A,B,C: the baseline variant's seeds (models of the baseline run), judged together."
+        ),
+    ] = None,
+    candidate_family: Annotated[
+        str | None,
+        typer.Option(help="A,B,C: the candidate variant's seeds (models of the candidate run)."),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option(help="Verdict as JSON (default: CANDIDATE_RUN/check.json).")
     ] = None,
@@ -92,9 +102,27 @@ def check(
                     baseline_run, candidate_model, out, results_dir, device, dtype, sys.argv, on_event
                 )
         candidate_run = load_run(candidate_dir)
-        result = compare(
-            baseline_run, candidate_run, baseline_name, candidate_name, max_drop, alpha, resamples
-        )
+        if baseline_family is not None or candidate_family is not None:
+            from diffbench.report.family_check import compare_families, parse_members
+
+            if baseline_family is None or candidate_family is None or baseline_name or candidate_name:
+                raise UsageError(
+                    "families are compared whole: pass both --baseline-family and --candidate-family, "
+                    "and no --baseline-name/--candidate-name"
+                )
+            result = compare_families(
+                baseline_run,
+                candidate_run,
+                parse_members(baseline_family, baseline_run, "baseline"),
+                parse_members(candidate_family, candidate_run, "candidate"),
+                max_drop,
+                alpha,
+                resamples,
+            )
+        else:
+            result = compare(
+                baseline_run, candidate_run, baseline_name, candidate_name, max_drop, alpha, resamples
+            )
         stdout.print(verdict_table(result, cells.value))
         for note in result.notes:
             stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)

@@ -71,6 +71,7 @@ class Row:
     verdict: Verdict = "ok"
     reason: str = ""
     unit: Unit | None = None  # a halluc run's probe, mode, metric and length
+    test: str = "McNemar"  # what p_value comes from (families: a seed-level permutation test)
 
     @property
     def measure(self) -> str:
@@ -223,8 +224,8 @@ def _classify(drop: float, p_value: float, max_drop: float, alpha: float) -> Ver
     return "below threshold" if drop > 0 else "ok"
 
 
-def _decide(row: Row, max_drop: float, alpha: float) -> None:
-    verdicts = [(row.measure, row.drop, row.p_value, "McNemar")]
+def decide_row(row: Row, max_drop: float, alpha: float) -> None:
+    verdicts = [(row.measure, row.drop, row.p_value, row.test)]
     if row.score_drop is not None and row.score_p_value is not None:
         verdicts.append(("score", row.score_drop, row.score_p_value, "bootstrap"))
     ranked: list[Verdict] = ["regression", "not significant", "improved", "below threshold", "ok"]
@@ -281,7 +282,7 @@ def compare(
         result.rows += _niah_rows(pairs, score_test, resamples, seed)
         unit_notes = []
     for row in result.rows:
-        _decide(row, max_drop, alpha)
+        decide_row(row, max_drop, alpha)
     result.notes += _notes(result, baseline, candidate) + unit_notes
     unscored = sum(not (math.isfinite(p.baseline_score) and math.isfinite(p.candidate_score)) for p in pairs)
     if score_test and unscored:
@@ -370,6 +371,8 @@ def result_payload(result: CheckResult) -> dict[str, Any]:
     for row in payload["rows"]:
         if row["unit"] is None:  # not a halluc unit: the row reads as it always has
             del row["unit"]
+        if row["test"] == "McNemar":  # the test every check row used before families
+            del row["test"]
     payload["passed"] = result.passed
     payload["regressions"] = [f"{row.level}: {row.name}" for row in result.regressions]
     return payload
