@@ -199,3 +199,15 @@ def test_check_says_when_three_seeds_cannot_show_a_regression(tmp_path: Path) ->
         app, ["check", "--baseline", str(base), "--candidate", str(cand), "--baseline-family", "base-s0"]
     )
     assert half.exit_code == 2 and "pass both --baseline-family and --candidate-family" in half.output
+
+
+def test_leaderboard_shows_variants_over_seeds(tmp_path: Path) -> None:
+    seeded_runs(tmp_path / "results", seeds=2)
+    site = tmp_path / "site"
+    result = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "results"), "--out", str(site)])
+    assert result.exit_code == 0, result.output
+    page = (site / "index.html").read_text()
+    assert "Variants over seeds" in page and "base: mean over 2 seed(s)" in page
+    (families,) = json.loads((site / "leaderboard.json").read_text())["families"].values()
+    assert [row["family"] for row in families] == ["base", "diff"]
+    assert families[1]["accuracy"] == pytest.approx(5 / 6)

@@ -76,6 +76,14 @@ def plot_difference_heatmap(table: pd.DataFrame, title: str, out_stem: Path) -> 
     return save_figure(_figure(table, title, difference=True), out_stem)
 
 
-def heatmap_svg(table: pd.DataFrame, title: str, difference: bool = False, prefix: str = "") -> str:
-    """The heatmap as an inline ``<svg>`` element (text kept as text, no external references)."""
-    return inline_svg(lambda: _figure(table, title, difference), prefix or title, prefix)
+def heatmap_svg(
+    table: pd.DataFrame,
+    title: str,
+    difference: bool = False,
+    prefix: str = "",
+    spread: pd.DataFrame | None = None,
+) -> str:
+    """The heatmap as an inline ``<svg>`` element (text kept as text, no external references); with
+    ``spread`` a family's heatmap (the seeds' range under each mean)."""
+    aligned = spread.reindex(index=table.index, columns=table.columns) if spread is not None else None
+    return inline_svg(lambda: _figure(table, title, difference, aligned), prefix or title, prefix)

@@ -29,6 +29,14 @@ from diffbench import __version__
 from diffbench.errors import DiffbenchError, UsageError
 from diffbench.report.attention import CAPTION as ATTENTION_CAPTION
 from diffbench.report.attention import AttentionTable, AttentionView, attention_view, has_results
+from diffbench.report.families import (
+    FAMILIES_CAPTION,
+    FAMILIES_TITLE,
+    FamilyView,
+    detect_families,
+    family_cells,
+    family_view,
+)
 from diffbench.report.runs import Run, describe_spec, find_runs, load_report_run, provenance
 
 KEY_SEPARATOR = "|"
@@ -114,7 +122,10 @@ class Section:
     column: Column
     reference: str | None
     paired: AttentionTable | None = None  # halluc sample sets: the paired comparisons
+    families: FamilyView | None = None  # niah sample sets holding several seeds of a variant
+    family_table: AttentionTable | None = None  # the variants table, as text cells
     heatmaps: list[Figure] = field(default_factory=list)
+    family_heatmaps: list[Figure] = field(default_factory=list)
     differences: list[Figure] = field(default_factory=list)
     attention: AttentionView | None = None  # models of runs made with niah --attn or diffbench attn
     attention_figure: Figure | None = None
@@ -166,6 +177,9 @@ class Leaderboard:
         attention = {s.column.fingerprint: s.attention.payload() for s in self.sections if s.attention}
         if attention:  # boards without attention data keep their exact former shape
             payload["attention"] = attention
+        families = {s.column.fingerprint: s.families.payload() for s in self.sections if s.families}
+        if families:  # likewise boards without model families
+            payload["families"] = families
         return payload
 
 
@@ -376,6 +390,18 @@ def _section(frame: Any, column: Column, reference: str | None) -> Section:
     models = sorted(dict.fromkeys(frame["model"]))
     variants = dict(zip(frame["model"], frame["variant"], strict=True))
     section = Section(column=column, reference=_reference(models, variants, reference))
+    section.families = family_view(frame, detect_families(models), section.reference)
+    if section.families is not None:
+        section.family_table = AttentionTable(FAMILIES_TITLE, *family_cells(section.families))
+        for name, table in section.families.grids.items():
+            title = f"{name}: mean over {section.families.estimates[name].seeds} seed(s) (seed range)"
+            svg = heatmap_svg(
+                table,
+                title,
+                spread=section.families.spreads[name],
+                prefix=f"{column.fingerprint}-family-{name}",
+            )
+            section.family_heatmaps.append(Figure(title, svg))
     for model in models:
         title = f"{model} ({variants[model]})"
         section.heatmaps.append(
@@ -446,6 +472,7 @@ def render(board: Leaderboard) -> str:
         version=__version__,
         tint=tint,
         attention_caption=ATTENTION_CAPTION,
+        families_caption=FAMILIES_CAPTION,
     )
 
 
