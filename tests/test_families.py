@@ -211,3 +211,22 @@ def test_leaderboard_shows_variants_over_seeds(tmp_path: Path) -> None:
     (families,) = json.loads((site / "leaderboard.json").read_text())["families"].values()
     assert [row["family"] for row in families] == ["base", "diff"]
     assert families[1]["accuracy"] == pytest.approx(5 / 6)
+
+
+def test_niah_runs_and_reports_a_family(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """niah --family NAME=A,B adds the seeds' models and reports them as one variant (real models: two
+    copies of the tiny Llama under seed names, so the seeds agree sample for sample)."""
+    import shutil
+
+    seeds = [shutil.copytree(tiny_llama_dir, tmp_path / f"tiny-s{seed}") for seed in range(2)]
+    args = ["niah", "--lengths", "256", "--depths", "2", "--samples", "2", "--haystack", "noise", "--json"]
+    args += ["--family", f"tiny={seeds[0]},{seeds[1]}", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    (family,) = payload["families"]
+    assert family["members"] == ["tiny-s0", "tiny-s1"] and family["seeds"] == 2 and family["samples"] == 4
+    assert (
+        family["seed_accuracies"][0] == family["seed_accuracies"][1]
+    )  # identical weights, identical verdicts
+    assert [row["model"] for row in payload["models"]] == ["tiny-s0", "tiny-s1"]

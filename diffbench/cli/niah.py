@@ -123,6 +123,13 @@ def niah(
         typer.Option(min=1, help="Tokens per prefill chunk (default 4096, or what --max-memory allows)."),
     ] = None,
     attn: AttnOption = False,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=MODEL,MODEL,...: one variant's seeds, run and reported together as the variant "
+            "(repeat per variant; adds its models to --model).",
+        ),
+    ] = None,
     precision_audit: Annotated[
         int,
         typer.Option(
@@ -156,9 +163,23 @@ def niah(
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
         options = dataclasses.replace(options, precision_audit=precision_audit)
-        execute_niah(
-            spec, model or DEFAULT_MODELS, out, results_dir, device, dtype, json_output, options, attn
-        )
+        models, families = family_models(model, family or [])
+        execute_niah(spec, models, out, results_dir, device, dtype, json_output, options, attn, families)
+
+
+def family_models(model: list[str] | None, families: list[str]) -> tuple[list[str], list[str]]:
+    """--model plus every --family member (the default models only when neither is given), and the
+    families as report options naming each member by its name in the run."""
+    from diffbench.engine.loop import resolve_named_refs
+    from diffbench.report.families import parse_family
+
+    parsed = [parse_family(text) for text in families]
+    models = list(model or ([] if parsed else DEFAULT_MODELS))
+    models += [m for _, members in parsed for m in members if m not in models]
+    if not parsed:
+        return models, []
+    names = dict(zip(models, (ref.name for ref in resolve_named_refs(models)), strict=True))
+    return models, [f"{name}={','.join(names[m] for m in members)}" for name, members in parsed]
 
 
 def sweep_directory(spec: Any, label: str, models: list[str], out: Path | None, results_dir: Path) -> Path:
@@ -183,8 +204,10 @@ def execute_niah(
     json_output: bool,
     options: EngineOptions,
     attn: bool = False,
+    families: list[str] | None = None,
 ) -> None:
-    """Run with a progress bar on stderr, then write and show the reports."""
+    """Run with a progress bar on stderr, then write and show the reports (``families``: --family
+    options over the run's model names)."""
     from diffbench.engine.distributed import launched_rank
     from diffbench.engine.precision import audit_warning
     from diffbench.engine.registry import run_spec
@@ -220,17 +243,23 @@ def execute_niah(
     report = write_run_report(outcome.directory)
     if outcome.resumed_records:
         stderr.print(f"resumed: {outcome.resumed_records} finished records kept, {outcome.new_records} new")
+    models_in_run = list(report.cells["model"].unique())
     if json_output:
         payload = {**report.summary, "directory": str(outcome.directory)}
         if attention is not None:
             payload["attention"] = attention
+        if len(models_in_run) > 1:
+            from diffbench.report.compare import build_report
+
+            grouped = build_report([outcome.directory], None, None, families).families
+            if grouped is not None:
+                payload["families"] = grouped.payload()
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    models_in_run = list(report.cells["model"].unique())
     if len(models_in_run) > 1:  # several models: the comparison report (differences, Δ with intervals)
         from diffbench.report.compare import build_report, terminal_tables
 
-        comparison = build_report([outcome.directory], None, None)
+        comparison = build_report([outcome.directory], None, None, families)
         for table in terminal_tables(comparison):
             stdout.print(table)
         files = len(comparison.files)
