@@ -159,6 +159,12 @@ def test_diff_recipe_trains_a_difflama_of_the_same_budget(tmp_path: Path, one_to
     assert type(diff).__name__ == "DiffLlamaForCausalLM"
     extra = sum(p.numel() for p in diff.parameters()) - sum(p.numel() for p in base.parameters())
     assert extra == TINY.layers * 4 * TINY.head_dim  # only the λ vectors
+    # the diff log follows λ per layer at each evaluation; the last one is the saved model's
+    from diffbench.attention.reference import v1_lambdas
+
+    evaluated = [r for r in read_log(tmp_path / "diff" / "train_log.jsonl") if "eval_accuracy" in r]
+    assert evaluated[-1]["lambda"] == v1_lambdas(diff) and len(evaluated[-1]["lambda"]) == TINY.layers
+    assert all("lambda" not in r for r in read_log(tmp_path / "base" / "train_log.jsonl"))
 
 
 def test_dex_recipe_converts_and_adapts_a_zoo_trained_source(tmp_path: Path, one_torch_thread: None) -> None:

@@ -355,7 +355,6 @@ def pairing_for(capture: LayerCapture, variant: str, version: str | None) -> Pai
 
 def diff_lambda(capture: LayerCapture, pairing: Pairing, version: str | None) -> Any:
     """λ of each differential head at each row, (H_d, R): V1 one scalar per layer, V2 per head and row."""
-    import torch
 
     rows = capture.query.shape[1]
     count = len(pairing.positive)
@@ -363,13 +362,9 @@ def diff_lambda(capture: LayerCapture, pairing: Pairing, version: str | None) ->
         if capture.lambda_rows is None:
             raise UsageError(f"layer {capture.layer}: Diff V2 attention without lambda_proj")
         return capture.lambda_rows.reshape(count, rows)
-    module = capture.module
-    value = (
-        torch.exp((module.lambda_q1 * module.lambda_k1).sum(dtype=torch.float32))
-        - torch.exp((module.lambda_q2 * module.lambda_k2).sum(dtype=torch.float32))
-        + module.lambda_init
-    )
-    return value.detach().float().expand(count, rows)
+    from diffbench.attention.reference import v1_lambda
+
+    return v1_lambda(capture.module).detach().float().expand(count, rows)
 
 
 @dataclass

@@ -69,6 +69,20 @@ def lambda_init(layer_index: int) -> float:
     return 0.8 - 0.6 * math.exp(-0.3 * layer_index)
 
 
+def v1_lambda(attention: Any) -> torch.Tensor:
+    """A DiffLlama attention module's λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init (a scalar, float32)."""
+    return (
+        torch.exp((attention.lambda_q1 * attention.lambda_k1).sum(dtype=torch.float32))
+        - torch.exp((attention.lambda_q2 * attention.lambda_k2).sum(dtype=torch.float32))
+        + attention.lambda_init
+    )
+
+
+def v1_lambdas(model: Any) -> list[float]:
+    """Each layer's λ of a DiffLlama model: above 1 the net attention mass Σ(A1 − λ·A2) is negative."""
+    return [round(float(v1_lambda(layer.self_attn).detach()), 5) for layer in model.model.layers]
+
+
 @dataclass(frozen=True)
 class DiffV1Weights:
     """One Diff V1 layer in transformers' DiffLlama layout: H = 2 × (Diff heads) heads of width d."""

@@ -199,6 +199,12 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
                 row.update(
                     eval_answer_loss=round(near[0], 5), eval_accuracy=near[1], eval_far_accuracy=far[1]
                 )
+                if (
+                    recipe.variant == "diff"
+                ):  # λ's path per layer: where a seed's net attention turns negative
+                    from diffbench.attention.reference import v1_lambdas
+
+                    row["lambda"] = v1_lambdas(model)
             # The row before the checkpoint: a kill between the two redoes the steps since the previous
             # checkpoint (trim_log drops their rows), where the other order would lose this row for good.
             append_log(log_path, row)
