@@ -144,19 +144,30 @@ def test_device_map_auto_places_the_model_with_accelerate(
     assert entry["device_map"] and set(entry["device_map"].values()) == {"cpu"}
 
 
+@pytest.fixture(scope="module")
+def single_attention_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, subprocess_env: dict[str, str]
+) -> Path:
+    """niah --attn in one process: the reference of the sharded pass and the run the dead rank resumes."""
+    out = tmp_path_factory.mktemp("single-attn") / "run"
+    done = niah(tiny_llama_dir, out, subprocess_env, extra=("--attn",))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def test_the_attention_pass_follows_device_map_auto(
-    tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+    single_attention_run: Path, tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
     """niah --attn --device-map auto loads the attention pass the same way (placement in its manifest)
     and measures the same attention as a run on one device."""
+    mapped = tmp_path / "mapped"
+    done = niah(tiny_llama_dir, mapped, subprocess_env, extra=("--attn", "--device-map", "auto"))
+    assert done.returncode == 0, done.stderr
     summaries = []
-    for name, extra in (("one-device", ("--attn",)), ("mapped", ("--attn", "--device-map", "auto"))):
-        out = tmp_path / name
-        done = niah(tiny_llama_dir, out, subprocess_env, extra=extra)
-        assert done.returncode == 0, done.stderr
+    for out, placed in ((single_attention_run, False), (mapped, True)):
         summaries.append(json.loads((out / "attention" / "attention_summary.json").read_text()))
         [entry] = json.loads((out / "attention" / "attention_manifest.json").read_text())["models"]
-        assert bool(entry["device_map"]) == ("--device-map" in extra)
+        assert bool(entry["device_map"]) == placed
     plain, mapped = ({row["model"]: row for row in summary["models"]} for summary in summaries)
     assert plain.keys() == mapped.keys()
     for model, row in plain.items():
@@ -245,13 +256,12 @@ def attention_verdicts(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_the_attention_pass_shards_over_two_gloo_ranks(
-    tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+    single_attention_run: Path, tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
     """niah --attn under torchrun: the attention pass is a task of the one loop, so both ranks analyse
-    their share and rank 0 merges them into the lines and summary one process writes."""
-    single, sharded = tmp_path / "single", tmp_path / "sharded"
-    alone = niah(tiny_llama_dir, single, subprocess_env, extra=("--attn",))
-    assert alone.returncode == 0, alone.stderr
+    their share and rank 0 merges them into the lines and summary one process writes. The torchrun
+    process group outlives niah's pass, so the attention pass reuses it (no second rendezvous)."""
+    single, sharded = single_attention_run, tmp_path / "sharded"
     done = niah(tiny_llama_dir, sharded, subprocess_env, ranks=2, extra=("--attn",))
     assert done.returncode == 0, done.stderr[-3000:]
     expected, actual = attention_verdicts(single), attention_verdicts(sharded)
@@ -271,13 +281,13 @@ def test_the_attention_pass_shards_over_two_gloo_ranks(
 
 
 def test_a_dead_ranks_attention_shard_is_kept_on_resume(
-    tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
+    single_attention_run: Path, tiny_llama_dir: Path, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
     """As if rank 1 died during niah --attn: its finished units sit in its shard (last line torn); the
     rerun keeps them, redoes the torn one, and analyses no unit twice."""
-    out = tmp_path / "run"
-    done = niah(tiny_llama_dir, out, subprocess_env, extra=("--attn",))
-    assert done.returncode == 0, done.stderr
+    import shutil
+
+    out = shutil.copytree(single_attention_run, tmp_path / single_attention_run.name)
     attention = out / "attention"
     verdicts = (attention / "attention_samples.jsonl").read_text().splitlines(keepends=True)
     heads = list(iter_record_lines(attention / "attention.jsonl"))

@@ -10,6 +10,7 @@ Without torchrun's variables there is one rank and none of this happens.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,7 +29,6 @@ class Ranks:
 
     rank: int = 0
     world: int = 1
-    owns_group: bool = False
 
     @property
     def main(self) -> bool:
@@ -64,22 +64,21 @@ class Ranks:
         dist.all_gather_object(values, value)
         return values
 
-    def leave(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
 
 def join_ranks(device: Any) -> Ranks:
-    """Join torchrun's process group when launched by it; one rank otherwise."""
+    """Join torchrun's process group when launched by it; one rank otherwise.
+
+    The group is created once per process and lives until it exits: a command's second pass over
+    the run (the attention pass after niah's) reuses it. Destroying and creating it again in one
+    process races gloo's rendezvous (a rank can reach the old group's address and be refused).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Ranks()
     import torch.distributed as dist
 
-    owns = not dist.is_initialized()
-    if owns:
+    if not dist.is_initialized():
+        atexit.register(_leave_group)
         if device.type == "cuda":
             import torch
 
@@ -89,7 +88,14 @@ def join_ranks(device: Any) -> Ranks:
             dist.init_process_group(backend="nccl", device_id=device)
         else:
             dist.init_process_group(backend="gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size(), owns)
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def _leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(choice: str) -> str:

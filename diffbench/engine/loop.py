@@ -264,12 +264,9 @@ def run_task(
         task.check_model(item)
 
     ranks = join_ranks(device)
-    try:
-        return _run_ranked(
-            task, prepared, model_texts, out, results_root, command, on_event, options, ranks, device, dtype
-        )
-    finally:
-        ranks.leave()
+    return _run_ranked(
+        task, prepared, model_texts, out, results_root, command, on_event, options, ranks, device, dtype
+    )
 
 
 def _run_ranked(
