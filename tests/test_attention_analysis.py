@@ -282,6 +282,42 @@ def test_dex_reports_the_relative_norm_of_its_value_term(tiny_llama: Any) -> Non
             assert theirs[name] == pytest.approx(mine[name], abs=1e-6)
 
 
+@pytest.mark.parametrize(("variant", "kv_heads"), [("llama", 1), ("diff_v1", 2), ("diff_v2", 2)])
+def test_a_shared_context_gives_the_records_of_fresh_prefills(
+    variant: str, kv_heads: int, tiny_tokenizer: Any
+) -> None:
+    """Real niah samples of two lengths and three depths, analysed in shared order through one carried
+    cache: each sample's records equal its own fresh prefill's, and the shared haystack is reused."""
+    from diffbench.analysis.attention_mass import SharedContext, analyse_sample, shared_order
+    from diffbench.analysis.attention_run import niah_sequence
+    from diffbench.haystack.sources import load_source
+    from diffbench.specs import NiahSpec
+
+    model = sharp_model(variant, kv_heads)
+    model.resize_token_embeddings(len(tiny_tokenizer))
+    version = VERSION[variant]
+    kind = "diff" if version else "baseline"
+    spec = NiahSpec(lengths=[192, 256], depths=[0.0, 50.0, 100.0])
+    samples = generate_samples(spec, tiny_tokenizer, load_source("prose", 0))
+    ordered = shared_order(samples, niah_sequence)
+    shared = SharedContext(model, max(len(niah_sequence(s)) for s in samples), prefill_chunk=64)
+    for sample in ordered:
+        carried = analyse_sample(model, tiny_tokenizer, sample, kind, version, shared=shared)
+        fresh = analyse_sample(model, tiny_tokenizer, sample, kind, version, prefill_chunk=64)
+        assert carried.answer_logprob == pytest.approx(fresh.answer_logprob, abs=TOLERANCE)
+        for mine, theirs in zip(carried.records, fresh.records, strict=True):
+            for key, value in theirs.items():
+                if isinstance(value, float):
+                    assert mine[key] == pytest.approx(value, abs=TOLERANCE), key
+                else:
+                    assert mine[key] == value
+    total = sum(len(sample.input_ids) - 1 for sample in samples)  # the last prompt token is a row
+    assert shared.reused + shared.prefilled == total
+    # the 50% and 100% samples of both lengths read one haystack stream up to their needles
+    assert shared.reused > 0.2 * total
+    assert [len(s.input_ids) for s in ordered] != [len(s.input_ids) for s in samples]  # reordered
+
+
 # --- A real NIAH sample and the command line -----------------------------------------------------
 
 

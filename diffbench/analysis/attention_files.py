@@ -25,9 +25,7 @@ MANIFEST = "attention_manifest.json"
 RECORDS = "attention.jsonl"
 SAMPLE_RESULTS = "attention_samples.jsonl"
 SUMMARY = "attention_summary.json"
-
-
-ATTENTION_DIRECTORY = "attention"
+ATTENTION_DIRECTORY = "attention"  # a finished run's pass: RUN/attention
 
 
 def _resumed_manifest(directory: Path) -> AttentionManifest | None:

@@ -226,26 +226,76 @@ class RowCapture:
     sequence_length: int
 
 
-def capture_rows(
-    model: Any, sequence: list[int], rows: int, prefill_chunk: int = DEFAULT_PREFILL_CHUNK
-) -> RowCapture:
-    """Prefill all but the last ``rows`` tokens in chunks, then run those rows through the capture."""
-    import torch
+class SharedContext:
+    """One model's KV cache carried from unit to unit of an attention pass: a unit prefills only the tokens
+    after what its sequence shares with the one before (niah prompts read one haystack stream, so they
+    share it up to their needle; ``shared_order`` puts units that share most side by side).
 
-    from diffbench.engine.kv_cache import reserved_cache_for
+    The keys and values of the shared tokens are the ones the same tokens gave before, so the rows
+    read the same attention (to float rounding at other chunk boundaries; tested).
+    """
+
+    def __init__(self, model: Any, capacity: int, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
+        from diffbench.engine.kv_cache import reserved_cache_for
+
+        self.model = model
+        self.cache = reserved_cache_for(model, capacity)
+        self.prefill_chunk = prefill_chunk
+        self.ids: list[int] = []  # the tokens whose keys and values the cache holds
+        self.reused = 0  # tokens not prefilled again, over the pass
+        self.prefilled = 0
+
+    def fill(self, context: list[int]) -> Any:
+        """Make the cache hold exactly ``context``, prefilling only what it does not share; its ids tensor."""
+        import torch
+
+        shared = common_prefix_length(self.ids, context)
+        self.cache.truncate(shared)
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([context], device=device)
+        with torch.inference_mode():
+            for start in range(shared, len(context), self.prefill_chunk):
+                stop = min(start + self.prefill_chunk, len(context))
+                forward_with_cache(self.model, ids[:, start:stop], self.cache, logits_to_keep=1)
+        self.reused += shared
+        self.prefilled += len(context) - shared
+        self.ids = list(context)
+        return ids
+
+
+def common_prefix_length(first: list[int], second: list[int]) -> int:
+    for index, (a, b) in enumerate(zip(first, second, strict=False)):
+        if a != b:
+            return index
+    return min(len(first), len(second))
+
+
+def shared_order(units: list[Any], sequence_of: Any) -> list[Any]:
+    """Units in the lexicographic order of their token sequences: neighbours share the longest prefixes."""
+    return sorted(units, key=lambda unit: list(sequence_of(unit)))
+
+
+def capture_rows(
+    model: Any,
+    sequence: list[int],
+    rows: int,
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    shared: SharedContext | None = None,
+) -> RowCapture:
+    """Prefill all but the last ``rows`` tokens in chunks (only what ``shared`` does not hold already),
+    then run those rows through the capture."""
+    import torch
 
     if not 0 < rows <= len(sequence):
         raise ValueError(f"{rows} answer rows do not fit a sequence of {len(sequence)} tokens")
-    device = next(model.parameters()).device
-    ids = torch.tensor([sequence], device=device)
-    cache = reserved_cache_for(model, len(sequence))
+    shared = shared or SharedContext(model, len(sequence), prefill_chunk)
     context = len(sequence) - rows
+    shared.fill(sequence[:context])
+    ids = torch.tensor([sequence[context:]], device=next(model.parameters()).device)
     with torch.inference_mode():
-        for start in range(0, context, prefill_chunk):
-            stop = min(start + prefill_chunk, context)
-            forward_with_cache(model, ids[:, start:stop], cache, logits_to_keep=1)
         with capturing(model) as captures:
-            logits = forward_with_cache(model, ids[:, context:], cache, logits_to_keep=rows).logits[0]
+            logits = forward_with_cache(model, ids, shared.cache, logits_to_keep=rows).logits[0]
+        shared.ids = list(sequence)  # the rows' keys and values are in the cache now too
     for capture in captures:
         if capture.query is None:
             raise UsageError(
@@ -548,13 +598,14 @@ def analyse_sample(
     version: str | None = None,
     key_chunk: int = DEFAULT_KEY_CHUNK,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    shared: SharedContext | None = None,
 ) -> SampleAttention:
     """Attention allocation of every head at the answer rows of one NIAH sample."""
     from diffbench.engine.teacher_forcing import answer_stats
 
     sequence = list(sample.input_ids) + list(sample.answer_ids[:-1])
     rows = len(sample.answer_ids)
-    captured = capture_rows(model, sequence, rows, prefill_chunk)
+    captured = capture_rows(model, sequence, rows, prefill_chunk, shared)
     asked = [(tuple(sample.needle_span), sample.answer)]
     if sample.needles:  # multi-needle: the asked needles, in the asked order
         placed = sorted((n for n in sample.needles if n.query is not None), key=lambda n: n.query)

@@ -27,6 +27,7 @@ from diffbench.analysis.attention_files import (
     AttentionLedger,
     AttentionRecord,
 )
+from diffbench.analysis.attention_mass import SharedContext, shared_order
 from diffbench.analysis.attention_summary import summarise
 from diffbench.errors import RunDirectoryError, UsageError
 from diffbench.events import EventHook, Status
@@ -93,8 +94,11 @@ class AttentionTask:
     """
 
     units_of: Callable[[Path, Any], list[Any]]  # (run directory, prepared model) → units
-    analyse: Callable[[Any, Any, AttentionOptions], UnitResult]  # (loaded model, unit, options)
+    analyse: Callable[
+        [Any, Any, AttentionOptions, SharedContext], UnitResult
+    ]  # (model, unit, options, cache)
     summarise: Callable[[Path], dict[str, Any]]  # attention directory → summary
+    sequence: Callable[[Any], list[int]]  # the tokens a unit runs: its context, then its answer rows
 
 
 def _niah_units(run_directory: Path, prepared: Any) -> list[Any]:
@@ -110,12 +114,18 @@ class AttentionScoring:
     loaded: Any
     pending: list[Any]
     run_id: str
-    analyse: Callable[[Any, Any, AttentionOptions], UnitResult]
+    analysis: AttentionTask
     options: AttentionOptions
     settings: dict[str, object] = field(default_factory=dict)
+    shared: SharedContext | None = None
 
     def records(self) -> Iterator[AttentionRecord]:
+        """The units in the order that shares most context, each prefilling only what it adds."""
+        if not self.pending:
+            return
         entry = self.loaded.entry
+        capacity = max(len(self.analysis.sequence(unit)) for unit in self.pending)
+        self.shared = SharedContext(self.loaded.model, capacity, self.options.prefill_chunk)
         context = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -123,9 +133,9 @@ class AttentionScoring:
             "variant": entry.variant,
             "variant_version": entry.variant_version,
         }
-        for unit in self.pending:
+        for unit in shared_order(self.pending, self.analysis.sequence):
             started = time.perf_counter()
-            result = self.analyse(self.loaded, unit, self.options)
+            result = self.analysis.analyse(self.loaded, unit, self.options, self.shared)
             about = {**context, **result.about}
             heads = [{**about, **record} for record in result.records]
             verdict = {**about, **result.verdict, "seconds": round(time.perf_counter() - started, 4)}
@@ -191,7 +201,7 @@ class AttentionPass:
         return str(unit.sample_id)
 
     def scoring(self, loaded: Any, pending: list[Any], run_id: str, options: Any) -> AttentionScoring:
-        return AttentionScoring(loaded, pending, self.run_id or run_id, self.analysis.analyse, self.options)
+        return AttentionScoring(loaded, pending, self.run_id or run_id, self.analysis, self.options)
 
     def engine_options(self) -> Any:
         from diffbench.engine.loop import EngineOptions
@@ -307,7 +317,14 @@ def write_summary(
     return AttentionOutcome(directory=directory, summary=summary, files=files)
 
 
-def analyse_niah_sample(loaded: Any, sample: Any, options: AttentionOptions) -> UnitResult:
+def niah_sequence(sample: Any) -> list[int]:
+    """A niah sample's prompt, then its answer but the last token (the rows predict the answer)."""
+    return list(sample.input_ids) + list(sample.answer_ids[:-1])
+
+
+def analyse_niah_sample(
+    loaded: Any, sample: Any, options: AttentionOptions, shared: SharedContext | None = None
+) -> UnitResult:
     """The Table 3 records of one niah sample and its teacher-forced verdict."""
     from diffbench.analysis.attention_mass import analyse_sample
 
@@ -320,6 +337,7 @@ def analyse_niah_sample(loaded: Any, sample: Any, options: AttentionOptions) -> 
         entry.variant_version,
         options.key_chunk,
         options.prefill_chunk,
+        shared,
     )
     about = {
         "sample_id": sample.sample_id,
@@ -342,4 +360,4 @@ def analyse_niah_sample(loaded: Any, sample: Any, options: AttentionOptions) -> 
     return UnitResult(about, result.records, verdict)
 
 
-NIAH_TASK = AttentionTask(_niah_units, analyse_niah_sample, summarise)  # niah --attn
+NIAH_TASK = AttentionTask(_niah_units, analyse_niah_sample, summarise, niah_sequence)  # niah --attn

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffbench.analysis.attention_mass import SharedContext
 from diffbench.analysis.attention_run import AttentionOptions, AttentionTask, UnitResult
 from diffbench.errors import RunDirectoryError
 from diffbench.store import read_json_object
@@ -105,7 +106,14 @@ def halluc_units(run_directory: Path, prepared: Any) -> list[HallucUnit]:
     return units
 
 
-def analyse_halluc_unit(loaded: Any, unit: HallucUnit, options: AttentionOptions) -> UnitResult:
+def halluc_sequence(unit: HallucUnit) -> list[int]:
+    """An item's prompt, then the model's own answer but its last token."""
+    return list(unit.item.input_ids) + list(unit.output_ids[:-1])
+
+
+def analyse_halluc_unit(
+    loaded: Any, unit: HallucUnit, options: AttentionOptions, shared: SharedContext | None = None
+) -> UnitResult:
     """Table 3 records at the first answer row, each head's mean lookback ratio over the answer."""
     from diffbench.analysis.attention_mass import (
         capture_rows,
@@ -117,7 +125,7 @@ def analyse_halluc_unit(loaded: Any, unit: HallucUnit, options: AttentionOptions
     entry, item = loaded.entry, unit.item
     outputs = unit.output_ids
     sequence = list(item.input_ids) + outputs[:-1]
-    captured = capture_rows(loaded.model, sequence, max(len(outputs), 1), options.prefill_chunk)
+    captured = capture_rows(loaded.model, sequence, max(len(outputs), 1), options.prefill_chunk, shared)
     labels = key_labels(
         len(sequence), list(item.evidence_spans), tuple(item.document_span), list(item.answer_spans)
     )
@@ -268,4 +276,6 @@ def _mean(values: Any) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-HALLUC_TASK = AttentionTask(halluc_units, analyse_halluc_unit, summarise_halluc)  # halluc --attn
+HALLUC_TASK = AttentionTask(
+    halluc_units, analyse_halluc_unit, summarise_halluc, halluc_sequence
+)  # halluc --attn
