@@ -529,9 +529,24 @@ def _open_manifest(
             f"{str(directory)!r} holds records or samples but no {MANIFEST}, so which task they answer is "
             f"unknown; restore its {MANIFEST}, or pass another --out"
         )
+    return new_manifest(RunManifest, run_id, spec, requested_models, command), []
+
+
+Manifest = TypeVar("Manifest", bound=RunManifest)
+
+
+def new_manifest(
+    kind: type[Manifest],
+    run_id: str,
+    spec: NiahSpec | HallucSpec,
+    requested_models: list[str],
+    command: list[str],
+    **extra: Any,
+) -> Manifest:
+    """A new run's manifest (a RunManifest, or the attention pass's): its spec, models, versions, command."""
     from diffbench.versions import environment_versions
 
-    manifest = RunManifest(
+    return kind(
         run_id=run_id,
         task=spec.task,
         spec=spec,
@@ -541,9 +556,9 @@ def _open_manifest(
         updated_at=now_iso(),
         requested_models=list(requested_models),
         versions=environment_versions(),
-        command=command,
+        command=list(command),
+        **extra,
     )
-    return manifest, []
 
 
 def device_kind(device: str) -> str:

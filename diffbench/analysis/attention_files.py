@@ -96,22 +96,16 @@ def fresh_directory(directory: Path) -> Path:
 def new_manifest(
     run_id: str, spec: Any, model_texts: list[str], options: dict[str, object], command: list[str]
 ) -> AttentionManifest:
-    from diffbench.store import now_iso
-    from diffbench.versions import environment_versions
+    from diffbench.store import new_manifest as new_run_manifest
 
-    return AttentionManifest(
+    return new_run_manifest(
+        AttentionManifest,
+        run_id,
+        spec,
+        model_texts,
+        command,
         schema_version=SCHEMA_VERSION,
-        run_id=run_id,
-        task=spec.task,
-        spec=spec,
-        spec_fingerprint=spec.fingerprint(),
-        seed=spec.seed,
-        created_at=now_iso(),
-        updated_at=now_iso(),
-        requested_models=list(model_texts),
         options=dict(options),
-        versions=environment_versions(),
-        command=list(command),
     )
 
 
