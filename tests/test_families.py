@@ -181,7 +181,7 @@ def family_check(base: Path, cand: Path, seeds: int, tmp_path: Path) -> tuple[in
 def test_check_flags_a_variant_regression_over_four_seeds(tmp_path: Path) -> None:
     base, cand = family_runs(tmp_path, seeds=4, candidate_rate=2)
     code, output, verdict = family_check(base, cand, 4, tmp_path)
-    assert code == 1 and "REGRESSION" in output
+    assert code == 1 and "REGRESSION" in output and "seed-level" in output and "McNemar" not in output
     (row,) = verdict["rows"]  # type: ignore[misc]
     assert row["test"] == "seed permutation" and row["p_value"] == pytest.approx(2 / 70)
     assert row["drop"] == pytest.approx(5 / 6 - 1 / 2)

@@ -461,6 +461,11 @@ def verdict_table(result: CheckResult, show_cells: str = "changed") -> Any:
             else "; cell p Holm-adjusted; −/+ = samples lost/won"
         )
     )
+    if any(row.test != "McNemar" for row in result.rows):  # variants over seeds (family_check.py)
+        caption = (
+            f"regression = drop > {result.max_drop:g} and p < {result.alpha:g}; exact seed-level "
+            "permutation test; −/+ = samples where the baseline's / candidate's seeds score higher"
+        )
     table = Table(
         title=f"{result.candidate_model} ({result.candidate_run}) vs {result.baseline_model} "
         f"({result.baseline_run})",
