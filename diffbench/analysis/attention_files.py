@@ -43,8 +43,8 @@ def _resumed_manifest(directory: Path) -> AttentionManifest | None:
         return None
 
 
-def _keep_finished(directory: Path) -> set[tuple[str, str]]:
-    """(model, sample id) of every sample with a verdict; head records of any other sample are dropped.
+def _keep_finished(directory: Path) -> None:
+    """Keep the head records of samples with a verdict; those of any other sample are dropped.
 
     A sample's head records are written before its verdict, so a kill between the two leaves records
     that its redo would repeat.
@@ -60,7 +60,6 @@ def _keep_finished(directory: Path) -> set[tuple[str, str]]:
         text = "".join(json.dumps(row) + "\n" for row in rows)
         if text != path.read_text(encoding="utf-8"):
             atomic_write_text(path, text)
-    return done
 
 
 def _note_in_run(run_directory: Path, manifest: AttentionManifest) -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffbench.analysis.attention_files import (
     ATTENTION_DIRECTORY,
@@ -32,6 +32,9 @@ from diffbench.analysis.attention_summary import summarise
 from diffbench.errors import RunDirectoryError, UsageError
 from diffbench.events import EventHook, Status
 from diffbench.store import read_json_object
+
+if TYPE_CHECKING:
+    from diffbench.engine.runner import NiahTask
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,6 @@ class AttentionScoring:
     analysis: AttentionTask
     options: AttentionOptions
     settings: dict[str, object] = field(default_factory=dict)
-    shared: SharedContext | None = None
 
     def records(self) -> Iterator[AttentionRecord]:
         """The units in the order that shares most context, each prefilling only what it adds."""
@@ -125,7 +127,7 @@ class AttentionScoring:
             return
         entry = self.loaded.entry
         capacity = max(len(self.analysis.sequence(unit)) for unit in self.pending)
-        self.shared = SharedContext(self.loaded.model, capacity, self.options.prefill_chunk)
+        shared = SharedContext(self.loaded.model, capacity, self.options.prefill_chunk)
         context = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -135,7 +137,7 @@ class AttentionScoring:
         }
         for unit in shared_order(self.pending, self.analysis.sequence):
             started = time.perf_counter()
-            result = self.analysis.analyse(self.loaded, unit, self.options, self.shared)
+            result = self.analysis.analyse(self.loaded, unit, self.options, shared)
             about = {**context, **result.about}
             heads = [{**about, **record} for record in result.records]
             verdict = {**about, **result.verdict, "seconds": round(time.perf_counter() - started, 4)}
@@ -150,15 +152,16 @@ class AttentionPass:
     """The attention pass as a task of the one run loop (engine/loop.py), so it shards under torchrun
     like niah and halluc.
 
-    Standalone (``diffbench attn``) it builds niah's samples into a fresh directory; attached to a
-    finished run (``niah --attn``, ``halluc --attn``) it reads the run's units (never rebuilt, so the
-    attention describes exactly the prompts that were scored) into RUN/attention and resumes.
+    Standalone (``diffbench attn``) it builds niah's samples (``niah``, the niah task's own way) into a
+    fresh directory; attached to a finished run (``niah --attn``, ``halluc --attn``) it reads the run's
+    units (never rebuilt, so the attention describes exactly the prompts that were scored) into
+    RUN/attention and resumes.
     """
 
     spec: Any
     analysis: AttentionTask
     options: AttentionOptions
-    source: Any = None  # standalone: the haystack the samples are built from
+    niah: NiahTask | None = None  # standalone: the samples' task (its haystack loaded)
     run_directory: Path | None = None  # attached: the finished run
     run_id: str | None = None  # attached: the run's id, which its attention lines carry
     label: str = "attn"
@@ -187,15 +190,14 @@ class AttentionPass:
         return AttentionFiles(directory)
 
     def build_units(self, ledger: AttentionLedger, prepared: Any) -> None:
-        if self.run_directory is None:
-            from diffbench.engine.runner import samples_for
-
-            samples_for(ledger.samples, self.spec, prepared, self.source)
+        if self.niah is not None:
+            self.niah.build_units(ledger.samples, prepared)
 
     def units(self, files: AttentionFiles, prepared: Any) -> list[Any]:
-        if self.run_directory is not None:
-            return self.analysis.units_of(self.run_directory, prepared)
-        return files.samples.load_samples(prepared.tokenizer_fingerprint) or []
+        if self.niah is not None:
+            return self.niah.units(files.samples, prepared)
+        assert self.run_directory is not None  # attached, then
+        return self.analysis.units_of(self.run_directory, prepared)
 
     def unit_id(self, unit: Any) -> str:
         return str(unit.sample_id)
@@ -225,11 +227,10 @@ def run_attention(
     None on torchrun ranks other than 0, which leave the summary to rank 0.
     """
     from diffbench.engine.loop import run_task
-    from diffbench.haystack.sources import load_source
+    from diffbench.engine.runner import NiahTask
 
-    source = load_source(spec.haystack, spec.seed)
-    spec = spec.model_copy(update={"haystack_fingerprint": source.fingerprint})
-    task = AttentionPass(spec, NIAH_TASK, options or AttentionOptions(), source=source)
+    niah = NiahTask.from_spec(spec)  # its spec carries the haystack's fingerprint
+    task = AttentionPass(niah.spec, NIAH_TASK, options or AttentionOptions(), niah=niah)
     outcome = run_task(
         task,
         model_texts,

@@ -20,7 +20,7 @@ from diffbench.haystack.sources import load_source
 from diffbench.models.load import LoadedModel, PreparedModel
 from diffbench.scoring import answer_ends, contains_answer, ruler_all, ruler_part
 from diffbench.specs import NeedleResult, NiahSpec, Record, Sample
-from diffbench.store import RunFiles, RunStore
+from diffbench.store import RunFiles
 from diffbench.tasks.niah import generate_samples, sample_ids
 
 
@@ -189,7 +189,7 @@ class NiahTask(StoredTask):
         source = load_source(spec.haystack, spec.seed)
         return cls(spec.model_copy(update={"haystack_fingerprint": source.fingerprint}), source, spec.task)
 
-    def build_units(self, store: RunStore, prepared: PreparedModel) -> None:
+    def build_units(self, store: RunFiles, prepared: PreparedModel) -> None:
         samples_for(store, self.spec, prepared, self.source)
 
     def units(self, files: RunFiles, prepared: PreparedModel) -> list[Sample]:

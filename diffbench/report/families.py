@@ -14,6 +14,7 @@ after the shared stem.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,14 @@ def explicit_families(options: list[str], models: list[str]) -> list[Family]:
     return families + [Family(model, (model,)) for model in models if model not in claimed]
 
 
+def seed_matrix(frame: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:
+    """Verdicts (0/1) of a family's seeds (rows, in ``members``' order) × sample ids (columns); NaN where
+    a seed has no record of the sample."""
+    own = frame[frame["model"].isin(members)]
+    matrix = own.pivot_table(index="model", columns="sample_id", values="correct", aggfunc="first")
+    return matrix.reindex(list(members)).astype(float)
+
+
 @dataclass
 class FamilyView:
     """What the report shows of families: per variant its estimate, and the differences to the reference."""
@@ -137,9 +146,7 @@ def family_view(
     matrices: dict[str, pd.DataFrame] = {}
     notes = []
     for family in families:
-        own = frame[frame["model"].isin(family.members)]
-        matrix = own.pivot_table(index="model", columns="sample_id", values="correct", aggfunc="first")
-        matrix = matrix.reindex(list(family.members)).astype(float)
+        matrix = seed_matrix(frame, family.members)
         complete = matrix.dropna(axis=1)
         if complete.shape[1] < matrix.shape[1]:
             notes.append(

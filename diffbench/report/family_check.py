@@ -14,6 +14,7 @@ import math
 
 from diffbench.errors import UsageError
 from diffbench.report.check import CheckResult, Row, decide_row
+from diffbench.report.families import seed_matrix
 from diffbench.report.runs import Run
 from diffbench.specs import HallucSpec, spec_difference
 from diffbench.stats import DEFAULT_RESAMPLES, family_comparison, family_estimate
@@ -49,7 +50,7 @@ def compare_families(
     seed: int = 0,
 ) -> CheckResult:
     """One overall row: baseline variant − candidate variant, over their seeds, on shared samples."""
-    import numpy as np
+    import pandas as pd
 
     if baseline.fingerprint != candidate.fingerprint:
         fields = ", ".join(spec_difference(baseline.manifest.spec, candidate.manifest.spec)) or "spec"
@@ -61,19 +62,14 @@ def compare_families(
         raise UsageError(
             "--baseline-family/--candidate-family compare niah runs; halluc runs compare one model"
         )
-    correct = {
-        (run.run_id, member): {r["sample_id"]: bool(r["correct"]) for r in run.records_of(member)}
+    verdicts = [
+        seed_matrix(pd.DataFrame.from_records(run.records), members)
         for run, members in ((baseline, baseline_members), (candidate, candidate_members))
-        for member in members
-    }
-    shared = sorted(set.intersection(*(set(ids) for ids in correct.values())))
+    ]
+    shared = sorted(set(verdicts[0].dropna(axis=1).columns) & set(verdicts[1].dropna(axis=1).columns))
     if not shared:
         raise UsageError("the families share no sample that every seed answered; nothing to compare")
-
-    def matrix(run: Run, members: list[str]) -> np.ndarray:
-        return np.array([[correct[(run.run_id, m)][s] for s in shared] for m in members], dtype=float)
-
-    first, second = matrix(baseline, baseline_members), matrix(candidate, candidate_members)
+    first, second = (matrix[shared].to_numpy() for matrix in verdicts)
     before, after = family_estimate(first, resamples, seed), family_estimate(second, resamples, seed)
     compared = family_comparison(first, second, resamples, seed)
     means_first, means_second = first.mean(axis=0), second.mean(axis=0)
@@ -93,7 +89,7 @@ def compare_families(
         test=TEST,
     )
     decide_row(row, max_drop, alpha)
-    answered = {key: len(ids) for key, ids in correct.items()}
+    answered = [int(matrix.notna().to_numpy().sum()) for matrix in verdicts]  # records of all the seeds
     result = CheckResult(
         baseline_run=baseline.run_id,
         baseline_dir=str(baseline.directory),
@@ -106,10 +102,8 @@ def compare_families(
         alpha=alpha,
         score_test=False,
         paired=len(shared),
-        baseline_only=sum(answered[(baseline.run_id, m)] for m in baseline_members)
-        - len(shared) * len(baseline_members),
-        candidate_only=sum(answered[(candidate.run_id, m)] for m in candidate_members)
-        - len(shared) * len(candidate_members),
+        baseline_only=answered[0] - len(shared) * len(baseline_members),
+        candidate_only=answered[1] - len(shared) * len(candidate_members),
         identical_prompts=len(shared),
         rows=[row],
     )
