@@ -1608,12 +1608,13 @@ CASES = [
     Case(
         "E-ZOO-UNKNOWN",
         niah(model="zoo:giant"),
-        "choose one of baseline, diff, dex (see 'diffbench zoo list')",
+        "choose one of baseline, baseline-s1, baseline-s2, diff, diff-s1, diff-s2, dex, dex-s1, dex-s2 "
+        "(see 'diffbench zoo list')",
     ),
     Case(
         "E-ZOO-UNKNOWN",
         ["zoo", "train", "giant", "--out", "{tmp}/z"],
-        "choose one of baseline, diff, dex (see 'diffbench zoo list')",
+        "': choose one of baseline, diff, dex",
         variant="train",
     ),
     Case("E-ZOO-MISSING", niah(model="zoo:diff"), "is not in this installation", prepare=empty_zoo),

@@ -133,6 +133,11 @@ def test_report_shows_variants_over_seeds(tmp_path: Path) -> None:
     assert diff["seed_permutation_p"] == pytest.approx(0.1) and diff["smallest_possible_p"] == pytest.approx(
         0.1
     )
+    # the terminal shows each variant's grid (mean over seeds, max − min in brackets), not each seed's
+    assert "base (3 seeds): accuracy by depth × length" in result.stdout
+    assert "base-s0: accuracy by depth" not in result.stdout
+    # base's seeds each get half of every cell right (different halves): cell means agree, no spread
+    assert "0.50 (0.0)" in result.stdout and "0.83 (0.0)" in result.stdout
     assert (out / "families.csv").read_text().startswith("family,members,seeds")
     assert (out / "heatmap_family_diff.png").is_file()
     assert "Variants over seeds" in (out / "report.md").read_text()
@@ -230,3 +235,10 @@ def test_niah_runs_and_reports_a_family(tiny_llama_dir: Path, tmp_path: Path) ->
         family["seed_accuracies"][0] == family["seed_accuracies"][1]
     )  # identical weights, identical verdicts
     assert [row["model"] for row in payload["models"]] == ["tiny-s0", "tiny-s1"]
+    # the same command without --json resumes the finished run and closes with the variant's line
+    args.remove("--json")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    accuracy = family["accuracy"]
+    assert f"tiny (2 seeds): accuracy {accuracy:.3f}" in again.stdout
+    assert "tiny (2 seeds): accuracy by" in again.stdout  # the variant's grid (its title wraps here)

@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 
 from diffbench.checkpoints import read_log
 from diffbench.cli import app
+from diffbench.errors import UsageError
 from diffbench.events import StepDone
 from diffbench.training.episodes import EpisodeMaker, skipped_positions
 from diffbench.training.tokenizer import build_tokenizer
 from diffbench.training.zoo_train import train
-from diffbench.zoo import zoo_root
-from diffbench.zoo.recipes import RECIPES, ZOO_NAMES, Phase, TrainRecipe
+from diffbench.zoo import ZOO_MODELS, zoo_root
+from diffbench.zoo.recipes import RECIPES, ZOO_NAMES, ZOO_SEEDS, Phase, TrainRecipe
 
 runner = CliRunner()
 
@@ -196,15 +197,29 @@ def test_shipped_models_are_small_and_load_as_their_variant() -> None:
     from diffbench.models.load import detect_variant, load_config, resolve_model_ref
     from diffbench.report.zoo_card import directory_mb
 
-    expected = {"baseline": "baseline", "diff": "diff", "dex": "dex"}
-    for name in ZOO_NAMES:
+    assert len(ZOO_MODELS) == len(ZOO_NAMES) * len(ZOO_SEEDS) == 9
+    for name in ZOO_MODELS:
+        variant = name.split("-s")[0]
         ref = resolve_model_ref(f"zoo:{name}")
         assert ref.kind == "zoo" and ref.name == f"zoo-{name}"
         assert directory_mb(Path(ref.location)) <= 10
-        assert detect_variant(load_config(ref, ref.location), ref.location) == expected[name]
-        assert (Path(ref.location) / "README.md").read_text().startswith(f"# zoo:{name}")
-    dex = json.loads((zoo_root() / "dex" / "recipe.json").read_text())["result"]
-    assert dex["token_share"] <= 0.01  # DEX adapts on at most 1% of the baseline's training tokens
+        assert detect_variant(load_config(ref, ref.location), ref.location) == variant
+        card = (Path(ref.location) / "README.md").read_text()
+        assert card.startswith(f"# zoo:{name}") and "## Seed study" in card
+        recipe = json.loads((Path(ref.location) / "recipe.json").read_text())
+        assert recipe["recipe"]["seed"] == ZOO_SEEDS[ZOO_MODELS.index(name) % len(ZOO_SEEDS)]
+        if variant == "dex":  # DEX adapts the same seed's baseline on at most 1% of its training tokens
+            assert recipe["result"]["token_share"] <= 0.01
+            assert recipe["result"]["source"] == f"zoo:{name.replace('dex', 'baseline')}"
+
+
+def test_seed_zero_has_one_name_and_unknown_names_list_the_catalogue() -> None:
+    from diffbench.models.load import resolve_model_ref
+
+    assert resolve_model_ref("zoo:diff-s0") == replace(resolve_model_ref("zoo:diff"), text="zoo:diff-s0")
+    assert ZOO_MODELS[:3] == ("baseline", "baseline-s1", "baseline-s2")
+    with pytest.raises(UsageError, match="unknown zoo model 'diff-s7': choose one of baseline, baseline-s1"):
+        resolve_model_ref("zoo:diff-s7")
 
 
 def test_shipped_training_log_reproduces_from_the_recipe(tmp_path: Path, one_torch_thread: None) -> None:
@@ -240,7 +255,7 @@ def test_zoo_list_shows_every_model() -> None:
     result = runner.invoke(app, ["zoo", "list", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [row["name"] for row in rows] == list(ZOO_NAMES)
+    assert [row["name"] for row in rows] == list(ZOO_MODELS)
     assert all(row["parameters"] > 100_000 and row["size_mb"] <= 10 for row in rows)
 
 

@@ -13,9 +13,9 @@ import typer
 from diffbench.cli.common import attention_pass, engine_options, niah_spec, print_attention
 from diffbench.cli.console import stderr, stdout, user_errors
 from diffbench.cli.options import (
-    DEFAULT_MODELS,
     NIAH_DEPTHS,
     NIAH_LENGTHS,
+    NIAH_MODELS,
     AnswerOption,
     AnswerPrefixOption,
     AttnOption,
@@ -174,7 +174,7 @@ def family_models(model: list[str] | None, families: list[str]) -> tuple[list[st
     from diffbench.report.families import parse_family
 
     parsed = [parse_family(text) for text in families]
-    models = list(model or ([] if parsed else DEFAULT_MODELS))
+    models = list(model or ([] if parsed else NIAH_MODELS))
     models += [m for _, members in parsed for m in members if m not in models]
     if not parsed:
         return models, []
@@ -256,6 +256,7 @@ def execute_niah(
                 payload["families"] = grouped.payload()
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
+    comparison = None
     if len(models_in_run) > 1:  # several models: the comparison report (differences, Δ with intervals)
         from diffbench.report.compare import build_report, terminal_tables
 
@@ -290,6 +291,11 @@ def execute_niah(
                 markup=False,
                 highlight=False,
             )
+    if comparison is not None and comparison.families is not None:  # the variants, over their seeds
+        from diffbench.report.families import family_lines
+
+        for line in family_lines(comparison.families):
+            stdout.print(line, markup=False, highlight=False)
     if attention is not None:
         print_attention(attention)
     stdout.print(f"results: {outcome.directory}", markup=False, highlight=False)

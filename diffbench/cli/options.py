@@ -1,6 +1,7 @@
 """The options several commands share, as Typer annotations, and their defaults.
 
-A leaf: it imports nothing from diffbench, so every command module can use it without a cycle.
+Nearly a leaf: it imports only the zoo's catalogue (which imports no command), so every command module
+can use it without a cycle.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_MODELS = ["zoo:baseline", "zoo:diff", "zoo:dex"]  # the embedded zoo: all three variants at once
+from diffbench.zoo import DEFAULT_MODELS as ZOO_DEFAULT_MODELS
+from diffbench.zoo import FAMILY_MODELS
+
+DEFAULT_MODELS = list(ZOO_DEFAULT_MODELS)  # the embedded zoo: seed 0 of every variant
+NIAH_MODELS = list(FAMILY_MODELS)  # niah's default: every seed of every variant, one family per variant
 NIAH_LENGTHS = "1k-64k"
 NIAH_DEPTHS = "3"
 
@@ -21,7 +26,7 @@ ModelsOption = Annotated[
         "--model",
         "-m",
         help="Checkpoint directory, .gguf file, hub id, 'smollm2' or zoo:NAME. Repeat to compare "
-        "(default: zoo:baseline, zoo:diff and zoo:dex).",
+        "(default: zoo:baseline, zoo:diff and zoo:dex; for niah each with its seeds -s1 and -s2).",
     ),
 ]
 LengthsOption = Annotated[

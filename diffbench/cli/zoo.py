@@ -13,7 +13,8 @@ import typer
 from diffbench.cli.console import stderr, stdout, user_errors
 
 zoo_app = typer.Typer(
-    help="The embedded tiny models (zoo:baseline, zoo:diff, zoo:dex): list, train, card.",
+    help="The embedded tiny models (zoo:baseline, zoo:diff, zoo:dex and their seeds -s1, -s2): "
+    "list, train, card.",
     no_args_is_help=True,
 )
 
@@ -26,10 +27,9 @@ def zoo_list(
     with user_errors():
         from diffbench.report.tables import rich_table
         from diffbench.report.zoo_card import summary
-        from diffbench.zoo import zoo_model_dir
-        from diffbench.zoo.recipes import ZOO_NAMES
+        from diffbench.zoo import ZOO_MODELS, zoo_model_dir
 
-        rows = [summary(zoo_model_dir(name), name) for name in ZOO_NAMES]
+        rows = [summary(zoo_model_dir(name), name) for name in ZOO_MODELS]
         if json_output:
             sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
             return
@@ -64,13 +64,14 @@ def _length_order(label: str) -> int:
 
 @zoo_app.command("train")
 def zoo_train(
-    name: Annotated[str, typer.Argument(help="baseline | diff | dex")],
+    name: Annotated[str, typer.Argument(help="The recipe: baseline | diff | dex")],
     out: Annotated[Path, typer.Option(help="Directory to train into (rerun the same command to resume).")],
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice; the zoo used 1).")
     ] = None,
     source: Annotated[
-        str | None, typer.Option(help="dex only: the baseline to adapt (default zoo:baseline).")
+        str | None,
+        typer.Option(help="dex only: the baseline to adapt (default: the zoo's baseline of the same seed)."),
     ] = None,
     seed: Annotated[
         int | None,
@@ -80,13 +81,15 @@ def zoo_train(
     """Train a zoo model from its seeded recipe: same seed and threads, same loss curve."""
     with user_errors():
         from diffbench.errors import UsageError
-        from diffbench.zoo import check_zoo_name
+        from diffbench.zoo import seed_model_name
         from diffbench.zoo.recipes import RECIPES, DexRecipe
 
-        check_zoo_name(name)
+        if name not in RECIPES:
+            raise UsageError(f"unknown zoo recipe {name!r}: choose one of {', '.join(RECIPES)}")
         recipe = RECIPES[name]
         if seed is not None:  # every random choice of the recipe (tokenizer, init, data) follows it
             recipe = replace(recipe, seed=seed)
+        model_name = seed_model_name(name, recipe.seed)
         if source is not None and not isinstance(recipe, DexRecipe):
             raise UsageError("--source only applies to 'dex' (baseline and diff train from scratch)")
         if threads is not None:
@@ -97,19 +100,18 @@ def zoo_train(
         if isinstance(recipe, DexRecipe):
             from diffbench.training.zoo_dex import train_dex
 
-            outcome = train_dex(
-                recipe, out, source or "zoo:baseline", _progress_hook(stderr, f"zoo train {name}")
-            )
+            baseline = source or f"zoo:{seed_model_name('baseline', recipe.seed)}"  # the same seed's
+            outcome = train_dex(recipe, out, baseline, _progress_hook(stderr, f"zoo train {model_name}"))
         else:
             from diffbench.training.zoo_train import train
 
-            with _progress(stderr, f"zoo train {name}") as hook:
+            with _progress(stderr, f"zoo train {model_name}") as hook:
                 outcome = train(recipe, out, hook)
         from diffbench.report.zoo_card import write_card
 
-        card = write_card(out, name)
+        card = write_card(out, model_name)
         stdout.print(
-            f"zoo:{name}: {outcome.tokens:,} tokens in {outcome.seconds:.0f} s; "
+            f"zoo:{model_name}: {outcome.tokens:,} tokens in {outcome.seconds:.0f} s; "
             f"checkpoint {out}; card {card}",
             markup=False,
             highlight=False,
@@ -166,7 +168,7 @@ class _progress:
 
 @zoo_app.command("card")
 def zoo_card(
-    name: Annotated[str, typer.Argument(help="baseline | diff | dex")],
+    name: Annotated[str, typer.Argument(help="A zoo model: baseline, diff-s1, dex-s2, ...")],
     directory: Annotated[
         Path | None, typer.Option(help="The model directory (default: the shipped one).")
     ] = None,
@@ -180,9 +182,10 @@ def zoo_card(
     """Rewrite a zoo model's README.md card, adding the NIAH grid of a run when given."""
     with user_errors():
         from diffbench.report.zoo_card import attach_grid, write_card
-        from diffbench.zoo import zoo_model_dir
+        from diffbench.zoo import canonical_zoo_name, zoo_model_dir
 
         target = directory or zoo_model_dir(name)
+        name = canonical_zoo_name(name)
         if run is not None:
             attach_grid(target, run, model_name or f"zoo-{name}")
         stdout.print(f"card: {write_card(target, name)}", markup=False, highlight=False)

@@ -71,10 +71,10 @@ def resolve_model_ref(text: str) -> ModelRef:
     if text == "smollm2":
         return ModelRef(text, "smollm2", "alias", str(smollm2_gguf_path()))
     if text.startswith("zoo:"):
-        from diffbench.zoo import zoo_model_dir
+        from diffbench.zoo import canonical_zoo_name, zoo_model_dir
 
         name = text.removeprefix("zoo:")
-        return ModelRef(text, f"zoo-{name}", "zoo", str(zoo_model_dir(name)))
+        return ModelRef(text, f"zoo-{canonical_zoo_name(name)}", "zoo", str(zoo_model_dir(name)))
     path = Path(text).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelRef(text, path.stem, "gguf", str(path.resolve()))

@@ -371,11 +371,36 @@ def terminal_tables(report: ComparisonReport) -> list[Any]:
     return tables
 
 
+def _grid_tables(report: ComparisonReport) -> list[Any]:
+    """One depth × length grid per family of seeds (mean over seeds, spread in brackets) and per model
+    outside a family; without families, one per model. Each seed's grid stays in heatmap_*.png."""
+    from diffbench.report.tables import grid_table
+
+    view = report.families
+    if view is None:
+        return [grid_table(grid(report.cells, m), f"{m}: accuracy by depth × length") for m in report.models]
+    tables = []
+    for family in view.families:
+        if len(family.members) == 1:
+            model = family.members[0]
+            tables.append(grid_table(grid(report.cells, model), f"{model}: accuracy by depth × length"))
+            continue
+        tables.append(
+            grid_table(
+                view.grids[family.name],
+                f"{family.name} ({len(family.members)} seeds): accuracy by depth × length",
+                spread=view.spreads[family.name],
+                caption="mean over seeds; in brackets: max − min over seeds",
+            )
+        )
+    return tables
+
+
 def _accuracy_rich_tables(report: ComparisonReport) -> list[Any]:
     """Each model's depth × length grid, effective lengths, accuracy by length (NIAH runs)."""
-    from diffbench.report.tables import grid_table, rich_table, without_constant_columns
+    from diffbench.report.tables import rich_table, without_constant_columns
 
-    tables = [grid_table(grid(report.cells, m), f"{m}: accuracy by depth × length") for m in report.models]
+    tables = _grid_tables(report)
     headers, cells, constant = without_constant_columns(*effective_cells(report.effective))
     suffix = f" ({', '.join(constant)})" if constant else ""
     tables.append(

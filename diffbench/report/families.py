@@ -210,6 +210,29 @@ def family_cells(view: FamilyView) -> tuple[list[str], list[list[str]]]:
     return headers, cells
 
 
+def family_lines(view: FamilyView) -> list[str]:
+    """One closing line per variant with several seeds: the verdict a reader should take away."""
+    lines = []
+    for family in view.families:
+        if len(family.members) < 2:
+            continue
+        estimate = view.estimates[family.name]
+        per_seed = " ".join(f"{value:.2f}" for value in estimate.seed_means)
+        line = (
+            f"{family.name} ({estimate.seeds} seeds): accuracy {estimate.mean:.3f} "
+            f"[{estimate.low:.3f}, {estimate.high:.3f}], per seed {per_seed}"
+        )
+        comparison = view.comparisons.get(family.name)
+        if comparison is not None:
+            line += (
+                f"; vs {view.reference} {comparison.difference:+.3f} [{comparison.low:+.3f}, "
+                f"{comparison.high:+.3f}], seed permutation p {comparison.p_value:.2g} "
+                f"(≥{comparison.min_p:.2g})"
+            )
+        lines.append(line)
+    return lines
+
+
 def families_csv(view: FamilyView) -> str:
     """families.csv: the payload's rows, seed accuracies joined by spaces."""
     rows = [

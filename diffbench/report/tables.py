@@ -12,15 +12,23 @@ def _style(value: float) -> str:
     return "green" if value >= 0.9 else ("yellow" if value >= 0.5 else "red")
 
 
-def grid_table(table: pd.DataFrame, title: str) -> Table:
-    """A depth × length accuracy table, coloured like the heatmap."""
-    rich_table = Table(title=title, show_lines=False)
+def grid_table(
+    table: pd.DataFrame, title: str, spread: pd.DataFrame | None = None, caption: str | None = None
+) -> Table:
+    """A depth × length accuracy table, coloured like the heatmap; with ``spread`` (a family's max − min
+    over seeds, same shape) each cell also shows it in brackets, so a seed split is never averaged away."""
+    rich_table = Table(title=title, show_lines=False, caption=caption)
     rich_table.add_column("depth", justify="right")
     for column in table.columns:
         rich_table.add_column(format_length(int(column)), justify="right")
     rich_table.add_column("mean", justify="right", style="bold")
     for depth, row in table.iterrows():
         cells = [f"[{_style(v)}]{v:.2f}[/]" if pd.notna(v) else "-" for v in row]
+        if spread is not None:
+            cells = [
+                f"{cell} ({gap:.1f})" if pd.notna(gap) else cell
+                for cell, gap in zip(cells, spread.loc[depth, table.columns], strict=True)
+            ]
         rich_table.add_row(f"{depth:g}%", *cells, f"{row.mean():.2f}")
     means = [f"{v:.2f}" for v in table.mean(axis=0)]
     rich_table.add_row("mean", *means, f"{table.to_numpy().mean():.2f}", style="bold")

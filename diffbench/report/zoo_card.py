@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.checkpoints import read_log
+from diffbench.lengths import parse_lengths
+from diffbench.report.tables import markdown_table
 from diffbench.store import atomic_write_text
+from diffbench.zoo import zoo_root
+from diffbench.zoo.recipes import ZOO_SEEDS
 
 CARD_DATA = "card.json"
 CARD_FILE = "README.md"
@@ -119,10 +123,14 @@ def write_card(directory: Path, name: str) -> Path:
     facts = summary(directory, name)
     loss_plot = plot_loss(directory)
     niah = read_card_data(directory).get("niah")
+    settings = recipe["recipe"]
+    command = f"diffbench zoo train {settings['name']}" + (
+        f" --seed {settings['seed']}" if settings["seed"] else ""
+    )
     lines = [
         f"# zoo:{name}",
         "",
-        f"A tiny {facts.variant} model trained by diffbench (`diffbench zoo train {name}`), shipped so every "
+        f"A tiny {facts.variant} model trained by diffbench (`{command}`), shipped so every "
         "command has an embedded default. It is a benchmark fixture, not a language model: it learned one "
         "task (find the magic number for a key in generated prose) and nothing else.",
         "",
@@ -155,12 +163,91 @@ def write_card(directory: Path, name: str) -> Path:
         ]
     else:
         lines.append("Not measured yet: `diffbench zoo card` adds it from a niah run.")
+    if directory.parent == zoo_root():
+        lines += ["", *seed_study(settings["name"])]
     notes = read_card_data(directory).get("notes", [])
     if notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     path = directory / CARD_FILE
     atomic_write_text(path, "\n".join(line for line in lines if line is not None) + "\n")
     return path
+
+
+def seed_study(variant: str) -> list[str]:
+    """The card's section on every shipped seed of ``variant``: held-out metrics on the training
+    distribution (what the recipe is judged on), Diff's λ per layer, and the measured NIAH reach."""
+    from diffbench.zoo import seed_model_name
+
+    rows = []
+    lengths: list[str] = []
+    for seed in ZOO_SEEDS:
+        directory = zoo_root() / seed_model_name(variant, seed)
+        if not (directory / "recipe.json").is_file():
+            continue
+        result = json.loads((directory / "recipe.json").read_text(encoding="utf-8")).get("result", {})
+        niah = read_card_data(directory).get("niah", {}).get("accuracy_by_length", {})
+        lengths += [label for label in niah if label not in lengths]
+        rows.append((seed, directory, result, niah))
+    lengths.sort(key=lambda label: parse_lengths(label)[0])
+    trained = variant != "dex"
+    headers = ["seed", "model"]
+    headers += ["held-out acc.", "with skip", "answer loss"] if trained else ["held-out loss before → after"]
+    headers += ["λ per layer"] if variant == "diff" else []
+    headers += [f"NIAH {label}" for label in lengths]
+    cells = []
+    for seed, directory, result, niah in rows:
+        row = [str(seed), f"zoo:{directory.name}"]
+        if trained:
+            row += [
+                _figure(result.get("eval_accuracy"), "{:.2f}"),
+                _figure(result.get("eval_far_accuracy"), "{:.2f}"),
+                _figure(result.get("eval_answer_loss"), "{:.3f}"),
+            ]
+        else:
+            row.append(
+                f"{_figure(result.get('held_out_loss_before'), '{:.3f}')} → "
+                f"{_figure(result.get('held_out_loss_after'), '{:.3f}')}"
+            )
+        if variant == "diff":
+            row.append(", ".join(f"{value:.2f}" for value in diff_lambdas(directory)))
+        row += [_figure(niah.get(label), "{:.2f}") for label in lengths]
+        cells.append(row)
+    metric = (
+        "held-out answer accuracy and loss on 32 rows of the last phase's own distribution (contiguous "
+        "positions, and with a position skip), after the last step"
+        if trained
+        else "the adaptation's held-out loss"
+    )
+    return [
+        "## Seed study",
+        "",
+        f"Every variant ships training seeds {', '.join(map(str, ZOO_SEEDS))}, registered before seeds 1 "
+        "and 2 were trained. The recipe is judged on the training distribution, never on the benchmark grid: "
+        f"{metric}. NIAH: accuracy by length over depths, from the card's run.",
+        "",
+        markdown_table(headers, cells).rstrip("\n"),
+    ] + (
+        [
+            "",
+            "λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init per layer: above 1 a layer's differential map "
+            "A1 − λ·A2 has negative total mass.",
+        ]
+        if variant == "diff"
+        else []
+    )
+
+
+def _figure(value: object, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def diff_lambdas(directory: Path) -> list[float]:
+    """Each layer's λ of a DiffLlama checkpoint, computed from its weights."""
+    from transformers import AutoModelForCausalLM
+
+    from diffbench.attention.reference import v1_lambdas
+
+    return v1_lambdas(AutoModelForCausalLM.from_pretrained(str(directory)))
 
 
 def attach_grid(directory: Path, run: Path, model: str) -> None:
