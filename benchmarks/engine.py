@@ -5,6 +5,8 @@
 (b) ``independent``: ``diffbench niah`` with --no-prefix-sharing (chunked, teacher-forced prefill of
     every prompt on its own);
 (c) ``shared``: ``diffbench niah`` as run by default (the haystack prefilled once, branches on top);
+(c') ``shared_all_rows``: (c) with the last layer attending for every row, as before diffbench ran it
+    only for the rows whose logits it keeps (``attention.chunked.last_layer_rows``);
 (d) the lower bound: the FLOPs each way must do, divided by this machine's matmul rate, measured here.
 
 (b) and (c) run through the same ``run_spec`` the CLI calls, so their wall time includes building
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-WAYS = ("generate", "independent", "shared")
+WAYS = ("generate", "independent", "shared", "shared_all_rows")
 TINY = {
     "hidden_size": 128,
     "intermediate_size": 512,
@@ -112,14 +114,19 @@ def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5, device: s
     return 2 * size**3 / best / 1e9
 
 
-def forward_flops(model_config: Any, parameters: int, start: int, end: int) -> float:
-    """FLOPs of feeding positions [start, end) on top of ``start`` cached tokens (lm_head excluded)."""
+def forward_flops(
+    model_config: Any, parameters: int, start: int, end: int, skip_last_layer: bool = False
+) -> float:
+    """FLOPs of feeding positions [start, end) on top of ``start`` cached tokens (lm_head excluded);
+    ``skip_last_layer``: without the last layer's attention (diffbench runs it for the answer rows
+    only, a few dozen per prompt, left out here)."""
     config = model_config.get_text_config(decoder=True)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     embedding = config.vocab_size * config.hidden_size
     linear = 2 * (parameters - embedding * (1 if config.tie_word_embeddings else 2)) * (end - start)
     # a query at position p attends p + 1 keys: QKᵀ and PV cost 2·d each per key and head
-    attention = 4 * config.num_attention_heads * head_dim * config.num_hidden_layers
+    layers = config.num_hidden_layers - (1 if skip_last_layer else 0)
+    attention = 4 * config.num_attention_heads * head_dim * layers
     attention *= (end * (end + 1) - start * (start + 1)) / 2
     return float(linear + attention)
 
@@ -142,14 +149,18 @@ def grid_flops(model_dir: str, spec: Any) -> dict[str, float]:
     lengths = [len(s.input_ids) + len(s.answer_ids) - 1 for s in samples]
     independent = sum(forward_flops(config, parameters, 0, n) for n in lengths)
     trunks = plan_trunks([s.input_ids for s in samples], [s.needle_span[0] for s in samples])
-    shared = 0.0
-    for trunk in trunks:
-        shared += forward_flops(config, parameters, 0, max(b.fork for b in trunk.branches))
-        shared += sum(forward_flops(config, parameters, b.fork, lengths[b.position]) for b in trunk.branches)
+    shared = {False: 0.0, True: 0.0}
+    for skip in shared:
+        for trunk in trunks:
+            shared[skip] += forward_flops(config, parameters, 0, max(b.fork for b in trunk.branches), skip)
+            shared[skip] += sum(
+                forward_flops(config, parameters, b.fork, lengths[b.position], skip) for b in trunk.branches
+            )
     longest = max(lengths)
     return {
         "independent": independent,
-        "shared": shared,
+        "shared": shared[True],
+        "shared_all_rows": shared[False],
         "one_longest_prefill": forward_flops(config, parameters, 0, longest),
         "longest_tokens": longest,
     }
@@ -200,7 +211,7 @@ def run_generate(model_dir: str, spec: Any, dtype_name: str, device_name: str = 
 
 
 def run_diffbench(
-    model_dir: str, spec: Any, dtype_name: str, share: bool, device_name: str = "cpu"
+    model_dir: str, spec: Any, dtype_name: str, share: bool, device_name: str = "cpu", all_rows: bool = False
 ) -> dict[str, Any]:
     """Ways (b) and (c): run_spec exactly as `diffbench niah` calls it, forward passes timed apart."""
     from diffbench.engine import shared_prefill
@@ -211,10 +222,10 @@ def run_diffbench(
     forward = {"seconds": 0.0}
     original = shared_prefill.SharedPrefixEngine._feed
 
-    def timed_feed(self: Any, cache: Any, tokens: list[int], keep: int) -> Any:
+    def timed_feed(self: Any, *args: Any, **kwargs: Any) -> Any:
         begun = time.perf_counter()
         try:
-            return original(self, cache, tokens, keep)
+            return original(self, *args, **kwargs)
         finally:
             forward["seconds"] += time.perf_counter() - begun
 
@@ -242,7 +253,7 @@ def run_diffbench(
             dtype_name,
             ["benchmark"],
             on_event,
-            EngineOptions(prefix_sharing=share),
+            EngineOptions(prefix_sharing=share, last_layer_rows=not all_rows),
         )
         wall = time.perf_counter() - started
         records = list(iter_record_lines(out / "records.jsonl"))
@@ -274,7 +285,9 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "generate":
         result = run_generate(args.model_dir, spec, args.dtype, args.device)
     else:
-        result = run_diffbench(args.model_dir, spec, args.dtype, args.worker == "shared", args.device)
+        share = args.worker.startswith("shared")
+        all_rows = args.worker == "shared_all_rows"
+        result = run_diffbench(args.model_dir, spec, args.dtype, share, args.device, all_rows)
     # CPU seconds of the whole worker (start-up and loading included): less sensitive than wall time
     # to other processes sharing the cores.
     result["cpu_seconds"] = round(sum(os.times()[:2]), 1)
@@ -288,9 +301,10 @@ def worker(args: argparse.Namespace) -> None:
 def compare(results: dict[str, dict[str, Any]], flops: dict[str, float], rate: float) -> dict[str, Any]:
     """Ratios, verdict agreement and the hardware bound, from the ways' raw results."""
     summary: dict[str, Any] = {"matmul_gflops": round(rate, 1)}
-    bound = {"independent": flops["independent"] / rate / 1e9, "shared": flops["shared"] / rate / 1e9}
+    ways = ("independent", "shared", "shared_all_rows")
+    bound = {way: flops[way] / rate / 1e9 for way in ways}
     summary["bound_seconds"] = {k: round(v, 2) for k, v in bound.items()}
-    summary["grid_tflops"] = {k: round(flops[k] / 1e12, 3) for k in ("independent", "shared")}
+    summary["grid_tflops"] = {k: round(flops[k] / 1e12, 3) for k in ways}
     reference = results.get("generate") or results.get("independent")
     for way, result in results.items():
         row = summary.setdefault(way, {})
@@ -307,7 +321,7 @@ def compare(results: dict[str, dict[str, Any]], flops: dict[str, float], rate: f
             agree = sum(result["verdicts"][k] == reference["verdicts"][k] for k in reference["verdicts"])
             row["verdict_agreement"] = f"{agree}/{len(reference['verdicts'])}"
             row["correct"] = sum(result["verdicts"].values())
-        own = "shared" if way == "shared" else "independent"
+        own = way if way in bound else "independent"
         row["bound_ratio"] = round(result["wall_seconds"] / bound[own], 2)
         row["achieved_gflops"] = round(flops[own] / row["model_seconds"] / 1e9, 1)
         row["share_of_matmul_rate"] = round(row["achieved_gflops"] / rate, 3)
@@ -316,6 +330,12 @@ def compare(results: dict[str, dict[str, Any]], flops: dict[str, float], rate: f
         summary["shared_vs_independent_max_logprob_diff"] = max(abs(a[k] - b[k]) for k in a)
         summary["shared_speedup_vs_independent"] = round(
             results["independent"]["wall_seconds"] / results["shared"]["wall_seconds"], 3
+        )
+    if "shared_all_rows" in results and "shared" in results:
+        a, b = results["shared_all_rows"]["logprobs"], results["shared"]["logprobs"]
+        summary["last_rows_vs_all_rows_max_logprob_diff"] = max(abs(a[k] - b[k]) for k in a)
+        summary["last_rows_speedup_vs_all_rows"] = round(
+            results["shared_all_rows"]["wall_seconds"] / results["shared"]["wall_seconds"], 3
         )
     longest = str(max(int(k) for k in next(iter(results.values()))["seconds_per_sample_by_length"]))
     if "independent" in results:

@@ -216,6 +216,32 @@ def test_logits_to_keep_and_chunked_cache_match_the_full_pass(
     assert_near(torch.cat([first, rest], dim=1), full)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_last_layer_attends_only_for_the_rows_whose_logits_are_kept(variant: str) -> None:
+    """The engine's trunk skips the last layer's attention and a branch runs it for its kept rows only:
+    the kept logits equal the full pass, and the skipped rows really are skipped (zero attention out)."""
+    from diffbench.attention.chunked import last_layer_rows, register_chunked_attention
+    from diffbench.cache_api import forward_with_cache
+    from diffbench.engine.kv_cache import reserved_cache_for
+
+    model = tiny_model(variant)
+    ids = random_ids(batch=1)
+    full = logits(model, ids)
+    model.config._attn_implementation = register_chunked_attention()
+    outputs: list[torch.Tensor] = []
+    hook = model.model.layers[-1].self_attn.register_forward_hook(lambda m, a, out: outputs.append(out[0]))
+    cache = reserved_cache_for(model, LENGTH)
+    with torch.inference_mode():
+        with last_layer_rows(model, 0):  # a trunk: nobody reads its logits
+            forward_with_cache(model, ids[:, :10], cache, logits_to_keep=1)
+        with last_layer_rows(model, 3):  # a branch: the answer's 3 rows
+            kept = forward_with_cache(model, ids[:, 10:], cache, logits_to_keep=3).logits
+    hook.remove()
+    assert_near(kept, full[:, -3:])
+    trunk, branch = outputs
+    assert not trunk.any() and not branch[:, :-3].any() and branch[:, -3:].abs().sum() > 0
+
+
 def greedy_by_recompute(model: Any, ids: list[int], steps: int) -> list[int]:
     """Greedy decoding the slow way: a full forward pass without cache for every new token."""
     sequence = list(ids)

@@ -7,6 +7,12 @@ prefill. The mask is only ever "all cached keys, causal within the chunk", so we
 parts separately, each on the fast unmasked kernel that also returns the log-sum-exp, and merge them
 exactly by their log-sum-exps (the flash-attention identity). Equal to masked SDPA up to rounding.
 
+Scoring needs the last layer's output only at the rows whose logits it keeps (the answer), while the
+KV cache needs only that layer's keys and values, computed before attention. So under
+:func:`last_layer_rows` the last layer attends for those rows alone and leaves the others zero:
+exact for the kept logits, and it drops the last layer's whole attention over the haystack (half the
+attention of a 2-layer model, 1/30 of a 30-layer one).
+
 It registers as the attention implementation ``diffbench_sdpa`` with a mask function that builds no
 mask for unpadded causal input. It is a CPU kernel: on CUDA, flash-attention-2 and SDPA already
 handle a chunk against a cache well. Models with sliding windows or soft-capping keep ``sdpa`` (see
@@ -15,9 +21,27 @@ handle a chunk against a cache well. Models with sliding windows or soft-capping
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 CHUNKED_ATTENTION = "diffbench_sdpa"
+
+# (index of the last layer, query rows it must attend for) while a scoring forward pass runs.
+_LAST_LAYER_ROWS: ContextVar[tuple[int, int] | None] = ContextVar("diffbench_last_layer_rows", default=None)
+
+
+@contextmanager
+def last_layer_rows(model: Any, rows: int) -> Iterator[None]:
+    """Forward passes under this need the last layer's output for their last ``rows`` positions only
+    (0: none, e.g. a trunk whose logits nobody reads); every layer's KV cache is still filled."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    token = _LAST_LAYER_ROWS.set((int(config.num_hidden_layers) - 1, rows))
+    try:
+        yield
+    finally:
+        _LAST_LAYER_ROWS.reset(token)
 
 
 def _attend(query: Any, key: Any, value: Any, causal: bool, scale: float | None) -> tuple[Any, Any]:
@@ -96,8 +120,23 @@ def chunked_attention_forward(
     if attention_mask is not None or dropout > 0.0 or kwargs.get("output_attentions"):
         # Padding or training: the general masked path is the right one.
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    limit = _LAST_LAYER_ROWS.get()
+    if limit is not None and getattr(module, "layer_idx", None) == limit[0] and limit[1] < query.shape[2]:
+        return last_rows_attention(query, key, value, scaling, limit[1]), None
     output = grouped_attention(query, key, value, scaling)
     return output.transpose(1, 2).contiguous(), None
+
+
+def last_rows_attention(query: Any, key: Any, value: Any, scale: float | None, rows: int) -> Any:
+    """[B, q, H, d] output with only the last ``rows`` query rows attended (the queries are still the
+    last q of k positions); the other rows are zero, for a layer whose output there nobody reads."""
+    batch, heads, q_len, _ = query.shape
+    output = query.new_zeros(batch, q_len, heads, value.shape[-1])
+    if rows > 0:
+        output[:, q_len - rows :] = grouped_attention(
+            query[:, :, q_len - rows :], key, value, scale
+        ).transpose(1, 2)
+    return output
 
 
 def no_mask_unless_padded(*args: Any, **kwargs: Any) -> Any:

@@ -49,6 +49,7 @@ class EngineOptions:
     batch_size: int | None = None  # None: auto_batch_size (1 on CPU)
     device_map: str | None = None  # "auto": accelerate spreads a model over the visible GPUs
     precision_audit: int = DEFAULT_AUDIT_SAMPLES  # bf16/fp16 runs: samples also scored in float32
+    last_layer_rows: bool = True  # False: the last layer attends for every row (a benchmark's baseline)
 
     def as_manifest(self) -> dict[str, object]:
         return {"prefix_sharing": self.prefix_sharing, "chunk_tokens_requested": self.chunk_tokens}

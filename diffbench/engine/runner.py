@@ -129,7 +129,9 @@ def score_samples(
     device = next(loaded.model.parameters()).device
     batch = options.batch_size or auto_batch_size(device, memory)
     memory = dataclasses.replace(memory, batch_size=batch)
-    engine = SharedPrefixEngine(loaded.model, memory.chunk_tokens, options.prefix_sharing, batch)
+    engine = SharedPrefixEngine(
+        loaded.model, memory.chunk_tokens, options.prefix_sharing, batch, options.last_layer_rows
+    )
     jobs = [PromptJob(s.input_ids, s.answer_ids, fork_hint(s)) for s in samples]
 
     def results() -> Iterator[tuple[Sample, AnswerScore, float]]:

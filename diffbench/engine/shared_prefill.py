@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from diffbench.attention.chunked import last_layer_rows
 from diffbench.cache_api import forward_with_cache
 from diffbench.engine.kv_cache import ReservedCache, reserved_cache_for
 from diffbench.engine.prefix_plan import Branch, Trunk, plan_trunks
@@ -63,13 +65,21 @@ class SharedPrefixEngine:
     already fills it.
     """
 
-    def __init__(self, model: Any, chunk_tokens: int, share: bool = True, batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        model: Any,
+        chunk_tokens: int,
+        share: bool = True,
+        batch_size: int = 1,
+        last_rows_only: bool = True,
+    ) -> None:
         if chunk_tokens < 1 or batch_size < 1:
             raise ValueError("chunk_tokens and batch_size must be positive")
         self.model = model
         self.chunk_tokens = chunk_tokens
         self.share = share
         self.batch_size = batch_size
+        self.last_rows_only = last_rows_only
         self.device = next(model.parameters()).device
         self.fed_tokens = 0
         self.feed_seconds = 0.0  # wall time of the forward passes alone (decoding and scoring excluded)
@@ -84,8 +94,10 @@ class SharedPrefixEngine:
             "prefill_tokens_per_second": None if rate is None else round(rate, 1),
         }
 
-    def _feed(self, cache: ReservedCache, rows: list[list[int]], keep: int) -> Any:
-        """Append equal-length ``rows`` in chunks; logits [rows, keep, vocab] of the last ``keep`` tokens."""
+    def _feed(self, cache: ReservedCache, rows: list[list[int]], keep: int, read: bool = True) -> Any:
+        """Append equal-length ``rows`` in chunks; logits [rows, keep, vocab] of the last ``keep`` tokens
+        (``read=False``: a trunk, whose logits nobody reads). Only the chunk whose logits are read runs
+        the last layer's attention, and only for the kept rows (``chunked.last_layer_rows``)."""
         import torch
 
         logits = None
@@ -94,7 +106,9 @@ class SharedPrefixEngine:
         for start, end in chunk_bounds(total, self.chunk_tokens, keep):
             last = end == total
             piece = torch.tensor([row[start:end] for row in rows], device=self.device)
-            output = forward_with_cache(self.model, piece, cache, logits_to_keep=keep if last else 1)
+            needed = keep if last and read else 0
+            with last_layer_rows(self.model, needed) if self.last_rows_only else nullcontext():
+                output = forward_with_cache(self.model, piece, cache, logits_to_keep=keep if last else 1)
             if last:
                 logits = output.logits
         if self.device.type == "cuda":
@@ -150,7 +164,7 @@ class SharedPrefixEngine:
                     started = time.perf_counter()
                     fork = group[0].fork
                     if fork > cached:
-                        self._feed(cache, [trunk.tokens[cached:fork]], keep=1)
+                        self._feed(cache, [trunk.tokens[cached:fork]], keep=1, read=False)
                         cached = fork
                     if len(group) == 1:
                         job = jobs[group[0].position]
