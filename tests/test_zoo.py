@@ -19,7 +19,7 @@ from diffbench.events import StepDone
 from diffbench.training.episodes import EpisodeMaker, skipped_positions
 from diffbench.training.tokenizer import build_tokenizer
 from diffbench.training.zoo_train import train
-from diffbench.zoo import ZOO_MODELS, zoo_root
+from diffbench.zoo import ZOO_MODELS, seed_model_name, zoo_root
 from diffbench.zoo.recipes import RECIPES, ZOO_NAMES, ZOO_SEEDS, Phase, TrainRecipe
 
 runner = CliRunner()
@@ -206,6 +206,8 @@ def test_shipped_models_are_small_and_load_as_their_variant() -> None:
         assert detect_variant(load_config(ref, ref.location), ref.location) == variant
         card = (Path(ref.location) / "README.md").read_text()
         assert card.startswith(f"# zoo:{name}") and "## Seed study" in card
+        assert all(f"| zoo:{seed_model_name(variant, seed)} |" in card for seed in ZOO_SEEDS)
+        assert ("λ per layer" in card) == (variant == "diff")
         recipe = json.loads((Path(ref.location) / "recipe.json").read_text())
         assert recipe["recipe"]["seed"] == ZOO_SEEDS[ZOO_MODELS.index(name) % len(ZOO_SEEDS)]
         if variant == "dex":  # DEX adapts the same seed's baseline on at most 1% of its training tokens
