@@ -51,8 +51,10 @@ def zoo_model_dir(name: str) -> Path:
     canonical = canonical_zoo_name(name)
     directory = zoo_root() / canonical
     if not (directory / "config.json").is_file():
+        variant, _, seed = canonical.partition("-s")
+        seed_option = f" --seed {seed}" if seed else ""
         raise UsageError(
             f"zoo model {name!r} is not in this installation ({directory} has no config.json); "
-            f"reinstall diffbench or train it with 'diffbench zoo train {canonical} --out DIR'"
+            f"reinstall diffbench or train it with 'diffbench zoo train {variant}{seed_option} --out DIR'"
         )
     return directory
