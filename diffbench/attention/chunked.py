@@ -36,8 +36,8 @@ _LAST_LAYER_ROWS: ContextVar[tuple[int, int] | None] = ContextVar("diffbench_las
 def last_layer_rows(model: Any, rows: int) -> Iterator[None]:
     """Forward passes under this need the last layer's output for their last ``rows`` positions only
     (0: none, e.g. a trunk whose logits nobody reads); every layer's KV cache is still filled."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    token = _LAST_LAYER_ROWS.set((int(config.num_hidden_layers) - 1, rows))
+    layers = model.config.get_text_config(decoder=True).num_hidden_layers
+    token = _LAST_LAYER_ROWS.set((int(layers) - 1, rows))
     try:
         yield
     finally:

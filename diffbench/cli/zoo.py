@@ -25,6 +25,7 @@ def zoo_list(
 ) -> None:
     """The zoo's models with their size, training and measured NIAH accuracy by length."""
     with user_errors():
+        from diffbench.lengths import parse_token_count
         from diffbench.report.tables import rich_table
         from diffbench.report.zoo_card import summary
         from diffbench.zoo import ZOO_MODELS, zoo_model_dir
@@ -33,7 +34,7 @@ def zoo_list(
         if json_output:
             sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
             return
-        lengths = sorted({label for row in rows for label in row.niah}, key=_length_order)
+        lengths = sorted({label for row in rows for label in row.niah}, key=parse_token_count)
         headers = ["model", "params", "MB", "tokens", "train s", *lengths]
         cells = [
             [
@@ -54,12 +55,6 @@ def zoo_list(
                 "cards: diffbench/zoo/models/NAME/README.md",
             )
         )
-
-
-def _length_order(label: str) -> int:
-    from diffbench.lengths import parse_lengths
-
-    return parse_lengths(label)[0]
 
 
 @zoo_app.command("train")

@@ -35,7 +35,8 @@ def grid_table(
     return rich_table
 
 
-def _number(value: object, fmt: str = "{:.3f}") -> str:
+def number_text(value: object, fmt: str = "{:.3f}") -> str:
+    """A figure for a table cell; "–" where there is none (None or NaN)."""
     return "–" if value is None or pd.isna(value) else fmt.format(value)
 
 
@@ -76,12 +77,12 @@ def comparison_cells(
             str(row["variant"]),
             str(row["length"]),
             str(row["n"]),
-            _number(row["accuracy"], value),
+            number_text(row["accuracy"], value),
             interval_text(row["ci_low"], row["ci_high"], value),
         ]
         if reference is not None:
             line += [
-                _number(row["delta"], signed),
+                number_text(row["delta"], signed),
                 interval_text(row["delta_low"], row["delta_high"], signed),
             ]
         cells.append(line)
@@ -99,8 +100,8 @@ def effective_cells(effective: pd.DataFrame) -> tuple[list[str], list[list[str]]
                 str(row["model"]),
                 str(row["variant"]),
                 format_length(int(row["shortest_length"])),
-                _number(row["shortest_accuracy"]),
-                _number(row["threshold"]),
+                number_text(row["shortest_accuracy"]),
+                number_text(row["threshold"]),
                 "none" if length is None or pd.isna(length) else format_length(int(length)),
             ]
         )

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.checkpoints import read_log
-from diffbench.lengths import parse_lengths
-from diffbench.report.tables import markdown_table
+from diffbench.lengths import parse_token_count
+from diffbench.report.tables import markdown_table, number_text
 from diffbench.store import atomic_write_text
-from diffbench.zoo import zoo_root
+from diffbench.zoo import seed_model_name, zoo_root
 from diffbench.zoo.recipes import ZOO_SEEDS
 
 CARD_DATA = "card.json"
@@ -176,8 +176,6 @@ def write_card(directory: Path, name: str) -> Path:
 def seed_study(variant: str) -> list[str]:
     """The card's section on every shipped seed of ``variant``: held-out metrics on the training
     distribution (what the recipe is judged on), Diff's λ per layer, and the measured NIAH reach."""
-    from diffbench.zoo import seed_model_name
-
     rows = []
     lengths: list[str] = []
     for seed in ZOO_SEEDS:
@@ -188,7 +186,7 @@ def seed_study(variant: str) -> list[str]:
         niah = read_card_data(directory).get("niah", {}).get("accuracy_by_length", {})
         lengths += [label for label in niah if label not in lengths]
         rows.append((seed, directory, result, niah))
-    lengths.sort(key=lambda label: parse_lengths(label)[0])
+    lengths.sort(key=parse_token_count)
     trained = variant != "dex"
     headers = ["seed", "model"]
     headers += ["held-out acc.", "with skip", "answer loss"] if trained else ["held-out loss before → after"]
@@ -199,18 +197,18 @@ def seed_study(variant: str) -> list[str]:
         row = [str(seed), f"zoo:{directory.name}"]
         if trained:
             row += [
-                _figure(result.get("eval_accuracy"), "{:.2f}"),
-                _figure(result.get("eval_far_accuracy"), "{:.2f}"),
-                _figure(result.get("eval_answer_loss"), "{:.3f}"),
+                number_text(result.get("eval_accuracy"), "{:.2f}"),
+                number_text(result.get("eval_far_accuracy"), "{:.2f}"),
+                number_text(result.get("eval_answer_loss"), "{:.3f}"),
             ]
         else:
             row.append(
-                f"{_figure(result.get('held_out_loss_before'), '{:.3f}')} → "
-                f"{_figure(result.get('held_out_loss_after'), '{:.3f}')}"
+                f"{number_text(result.get('held_out_loss_before'), '{:.3f}')} → "
+                f"{number_text(result.get('held_out_loss_after'), '{:.3f}')}"
             )
         if variant == "diff":
             row.append(", ".join(f"{value:.2f}" for value in diff_lambdas(directory)))
-        row += [_figure(niah.get(label), "{:.2f}") for label in lengths]
+        row += [number_text(niah.get(label), "{:.2f}") for label in lengths]
         cells.append(row)
     metric = (
         "held-out answer accuracy and loss on 32 rows of the last phase's own distribution (contiguous "
@@ -235,10 +233,6 @@ def seed_study(variant: str) -> list[str]:
         if variant == "diff"
         else []
     )
-
-
-def _figure(value: object, fmt: str) -> str:
-    return "–" if value is None else fmt.format(value)
 
 
 def diff_lambdas(directory: Path) -> list[float]:

@@ -38,7 +38,7 @@ def zoo_root() -> Path:
 
 def canonical_zoo_name(name: str) -> str:
     """``diff-s0`` → ``diff`` (seed 0 has one name); unknown names are a one-line usage error."""
-    canonical = name.removesuffix("-s0") if name.endswith("-s0") else name
+    canonical = name.removesuffix("-s0")
     if canonical not in ZOO_MODELS:
         raise UsageError(
             f"unknown zoo model {name!r}: choose one of {', '.join(ZOO_MODELS)} (see 'diffbench zoo list')"
