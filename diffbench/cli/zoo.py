@@ -72,12 +72,21 @@ def zoo_train(
         int | None,
         typer.Option(help="The recipe's seed (default: the zoo's, 0); another seed is another sample of it."),
     ] = None,
+    lambda_lr_ratio: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="diff only: λ's learning rate as a share of the model's (the recipe's and the paper's: 1). "
+            "An ablation: the model is named diff-lambda-lrR.",
+        ),
+    ] = None,
 ) -> None:
     """Train a zoo model from its seeded recipe: same seed and threads, same loss curve."""
     with user_errors():
         from diffbench.errors import UsageError
         from diffbench.zoo import seed_model_name
-        from diffbench.zoo.recipes import RECIPES, DexRecipe
+        from diffbench.zoo.recipes import RECIPES, DexRecipe, TrainRecipe
 
         if name not in RECIPES:
             raise UsageError(f"unknown zoo recipe {name!r}: choose one of {', '.join(RECIPES)}")
@@ -87,6 +96,11 @@ def zoo_train(
         model_name = seed_model_name(name, recipe.seed)
         if source is not None and not isinstance(recipe, DexRecipe):
             raise UsageError("--source only applies to 'dex' (baseline and diff train from scratch)")
+        if lambda_lr_ratio is not None and lambda_lr_ratio != 1.0:
+            if not isinstance(recipe, TrainRecipe) or recipe.variant != "diff":
+                raise UsageError("--lambda-lr-ratio only applies to 'diff' (the only recipe with λ)")
+            recipe = replace(recipe, lambda_lr_ratio=lambda_lr_ratio)
+            model_name = seed_model_name(f"{name}-lambda-lr{lambda_lr_ratio:g}", recipe.seed)
         if threads is not None:
             import torch
 

@@ -68,6 +68,17 @@ def learning_rate(recipe: TrainRecipe, step: int) -> float:
     return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def parameter_groups(model: Any, recipe: TrainRecipe) -> list[dict[str, Any]]:
+    """AdamW's groups, each with its share of the scheduled rate: Diff's λ vectors apart when their
+    ratio is not 1 (one group otherwise, so the shipped recipe's optimizer state stays loadable)."""
+    named = list(model.named_parameters())
+    if recipe.lambda_lr_ratio == 1.0:
+        return [{"params": [p for _, p in named], "lr_ratio": 1.0}]
+    lambdas = [p for name, p in named if name.rsplit(".", 1)[-1].startswith("lambda_")]
+    others = [p for name, p in named if not name.rsplit(".", 1)[-1].startswith("lambda_")]
+    return [{"params": others, "lr_ratio": 1.0}, {"params": lambdas, "lr_ratio": recipe.lambda_lr_ratio}]
+
+
 def check_directory(out: Path, recipe: TrainRecipe | DexRecipe) -> None:
     """Refuse to mix two recipes in one directory; record the recipe on first use."""
     path = out / RECIPE_FILE
@@ -140,8 +151,10 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_config(model_config(recipe, tokenizer), attn_implementation="sdpa")
+        groups = parameter_groups(model, recipe)
+        ratios = [group["lr_ratio"] for group in groups]  # loading an optimizer state replaces the groups
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=recipe.lr, betas=(0.9, 0.95), weight_decay=recipe.weight_decay
+            groups, lr=recipe.lr, betas=(0.9, 0.95), weight_decay=recipe.weight_decay
         )
         resume_path, log_path = out / RESUME_FILE, out / LOG_FILE
         start = 0
@@ -158,8 +171,8 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
         eval_seed = derive_seed(recipe.seed, "zoo-eval")
         model.train()
         for step in range(start, recipe.steps):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(recipe, step)
+            for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
+                group["lr"] = learning_rate(recipe, step) * ratio
             phase = recipe.phase_at(step)
             input_ids, answer_mask, episodes = makers[phase].batch(recipe.seed, step, phase.batch_size)
             positions = skipped_positions(

@@ -67,6 +67,9 @@ class TrainRecipe:
     max_position: int = 65_536
     phases: tuple[Phase, ...] = CURRICULUM
     lr: float = 3e-3
+    # Diff V1's λ vectors' learning rate as a share of ``lr``. The paper trains them at the model's rate
+    # (1.0, the zoo's recipe); `zoo train diff --lambda-lr-ratio 0.1` is the ablation of that choice.
+    lambda_lr_ratio: float = 1.0
     warmup_steps: int = 60
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.05
@@ -112,7 +115,17 @@ class TrainRecipe:
         return cls(**values)
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of every setting; fields added after models shipped enter it only when they differ
+        from their default, so a shipped directory keeps its fingerprint (and stays resumable)."""
+        settings = asdict(self)
+        for name, default in ADDED_LATER.items():
+            if settings[name] == default:
+                del settings[name]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Fields added to TrainRecipe after the zoo shipped, with the default that reproduces the shipped recipe.
+ADDED_LATER: dict[str, Any] = {"lambda_lr_ratio": 1.0}
 
 
 @dataclass(frozen=True)
