@@ -1636,6 +1636,11 @@ CASES = [
         "--source only applies to 'dex'",
     ),
     Case(
+        "E-ZOO-LAMBDA-LR-NOT-DIFF",
+        ["zoo", "train", "baseline", "--out", "{tmp}/z", "--lambda-lr-ratio", "0.1"],
+        "--lambda-lr-ratio only applies to 'diff'",
+    ),
+    Case(
         "E-ZOO-DEX-SOURCE-NO-RECIPE",
         ["zoo", "train", "dex", "--out", "{tmp}/z", "--source", "{llama}"],
         "has no recipe.json: zoo:dex adapts a model trained by",

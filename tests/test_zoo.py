@@ -334,3 +334,51 @@ def test_a_kill_between_log_and_checkpoint_loses_no_log_row(
     resumed = train(TINY, tmp_path / "cut")
     assert resumed.resumed_from == 3
     assert [row["step"] for row in read_log(tmp_path / "cut" / "train_log.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_lambda_lr_ratio_moves_only_the_lambda_vectors_slower(tmp_path: Path, one_torch_thread: None) -> None:
+    """--lambda-lr-ratio scales λ's rate alone: at 0 the λ vectors keep their initial values exactly
+    while every other weight trains, and the shipped recipes keep their fingerprints."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from diffbench.seeding import derive_seed
+    from diffbench.training.zoo_train import model_config
+
+    three = (Phase(3, 128, 2, 1, 0.5),)
+    frozen = replace(TINY, variant="diff", phases=three, eval_every=3, lambda_lr_ratio=0.0)
+    train(frozen, tmp_path / "frozen")
+    train(replace(frozen, lambda_lr_ratio=1.0), tmp_path / "full")
+    torch.manual_seed(derive_seed(frozen.seed, "zoo-init", frozen.variant))
+    initial = AutoModelForCausalLM.from_config(
+        model_config(frozen, build_tokenizer(frozen.seed))
+    ).state_dict()
+    for name, trained in (("frozen", tmp_path / "frozen"), ("full", tmp_path / "full")):
+        weights = AutoModelForCausalLM.from_pretrained(trained).state_dict()
+        moved = {key for key, value in weights.items() if not torch.equal(value, initial[key])}
+        lambdas = {key for key in weights if key.rsplit(".", 1)[-1].startswith("lambda_")}
+        assert len(lambdas) == TINY.layers * 4
+        assert moved & lambdas == (set() if name == "frozen" else lambdas)
+        assert "model.layers.0.self_attn.q_proj.weight" in moved
+    assert frozen.fingerprint() != replace(frozen, lambda_lr_ratio=1.0).fingerprint()
+    for name in ("baseline", "diff"):  # a field added later leaves the shipped fingerprints alone
+        stored = json.loads((zoo_root() / name / "recipe.json").read_text())["fingerprint"]
+        assert RECIPES[name].fingerprint() == stored
+
+
+def test_zoo_train_names_a_lambda_lr_ablation_and_refuses_it_without_lambda(
+    tmp_path: Path, one_torch_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny_diff = replace(TINY, variant="diff", phases=(Phase(1, 128, 2, 1, 0.5),), eval_every=1)
+    monkeypatch.setitem(RECIPES, "diff", tiny_diff)
+    out = tmp_path / "ablation"
+    result = runner.invoke(
+        app, ["zoo", "train", "diff", "--out", str(out), "--seed", "2", "--lambda-lr-ratio", "0.1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "zoo:diff-lambda-lr0.1-s2: " in result.output
+    assert json.loads((out / "recipe.json").read_text())["recipe"]["lambda_lr_ratio"] == 0.1
+    refused = runner.invoke(
+        app, ["zoo", "train", "baseline", "--out", str(tmp_path / "b"), "--lambda-lr-ratio", "0.1"]
+    )
+    assert refused.exit_code == 2 and "only applies to 'diff'" in refused.output
