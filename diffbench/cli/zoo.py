@@ -77,8 +77,8 @@ def zoo_train(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="diff only: λ's learning rate as a share of the model's (the recipe's and the paper's: 1). "
-            "An ablation: the model is named diff-lambda-lrR.",
+            help="diff only: λ's learning rate as a share of the model's (the recipe: 1, as the paper "
+            "describes no rate of its own for λ). An ablation: the model is named diff-lambda-lrR-sN.",
         ),
     ] = None,
 ) -> None:

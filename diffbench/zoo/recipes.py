@@ -67,8 +67,8 @@ class TrainRecipe:
     max_position: int = 65_536
     phases: tuple[Phase, ...] = CURRICULUM
     lr: float = 3e-3
-    # Diff V1's λ vectors' learning rate as a share of ``lr``. The paper trains them at the model's rate
-    # (1.0, the zoo's recipe); `zoo train diff --lambda-lr-ratio 0.1` is the ablation of that choice.
+    # Diff V1's λ vectors' learning rate as a share of ``lr``: 1.0 in the zoo's recipe, since the paper
+    # describes no rate of its own for λ; `zoo train diff --lambda-lr-ratio 0.1` is the ablation of that.
     lambda_lr_ratio: float = 1.0
     warmup_steps: int = 60
     min_lr_ratio: float = 0.1
