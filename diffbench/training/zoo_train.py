@@ -68,15 +68,16 @@ def learning_rate(recipe: TrainRecipe, step: int) -> float:
     return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def parameter_groups(model: Any, recipe: TrainRecipe) -> list[dict[str, Any]]:
-    """AdamW's groups, each with its share of the scheduled rate: Diff's λ vectors apart when their
-    ratio is not 1 (one group otherwise, so the shipped recipe's optimizer state stays loadable)."""
-    named = list(model.named_parameters())
+def parameter_groups(model: Any, recipe: TrainRecipe) -> list[tuple[list[Any], float]]:
+    """AdamW's parameter groups with each one's share of the scheduled rate: Diff's λ vectors apart when
+    their ratio is not 1 (one group otherwise, so the shipped recipe's optimizer state stays loadable)."""
     if recipe.lambda_lr_ratio == 1.0:
-        return [{"params": [p for _, p in named], "lr_ratio": 1.0}]
-    lambdas = [p for name, p in named if name.rsplit(".", 1)[-1].startswith("lambda_")]
-    others = [p for name, p in named if not name.rsplit(".", 1)[-1].startswith("lambda_")]
-    return [{"params": others, "lr_ratio": 1.0}, {"params": lambdas, "lr_ratio": recipe.lambda_lr_ratio}]
+        return [(list(model.parameters()), 1.0)]
+    lambdas: list[Any] = []
+    others: list[Any] = []
+    for name, parameter in model.named_parameters():
+        (lambdas if name.rsplit(".", 1)[-1].startswith("lambda_") else others).append(parameter)
+    return [(others, 1.0), (lambdas, recipe.lambda_lr_ratio)]
 
 
 def check_directory(out: Path, recipe: TrainRecipe | DexRecipe) -> None:
@@ -152,9 +153,12 @@ def train(recipe: TrainRecipe, out: Path, on_event: EventHook | None = None) -> 
 
         model = AutoModelForCausalLM.from_config(model_config(recipe, tokenizer), attn_implementation="sdpa")
         groups = parameter_groups(model, recipe)
-        ratios = [group["lr_ratio"] for group in groups]  # loading an optimizer state replaces the groups
+        ratios = [ratio for _, ratio in groups]
         optimizer = torch.optim.AdamW(
-            groups, lr=recipe.lr, betas=(0.9, 0.95), weight_decay=recipe.weight_decay
+            [{"params": params} for params, _ in groups],
+            lr=recipe.lr,
+            betas=(0.9, 0.95),
+            weight_decay=recipe.weight_decay,
         )
         resume_path, log_path = out / RESUME_FILE, out / LOG_FILE
         start = 0
