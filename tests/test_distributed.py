@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from diffbench.engine.distributed import Ranks
+from diffbench.engine.distributed import Ranks, leave_ranks_together
 from diffbench.store import RECORDS, SHARDS, iter_record_lines
 
 GRID = ["--lengths", "256,384", "--depths", "3", "--samples", "2", "--haystack", "noise"]
@@ -174,6 +174,21 @@ def test_the_attention_pass_follows_device_map_auto(
         for region in ("answer", "needle", "noise", "sink", "question"):
             if row.get(region) is not None:
                 assert mapped[model][region] == pytest.approx(row[region], abs=1e-6)
+
+
+def test_leaving_together_ends_the_group_and_needs_none(tmp_path: Path) -> None:
+    """What the CLI's main runs after a command succeeds: a no-op in one process, else barrier and
+    destroy (gloo on torch 2.6 hangs at exit when a rank destroys the group after its peers left)."""
+    import torch.distributed as dist
+
+    leave_ranks_together()  # no group: nothing to do, nothing raised
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        leave_ranks_together()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_a_local_rank_past_the_visible_gpus_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import typer
 from diffbench import __version__
 from diffbench.cli import attn, check, dex, halluc, leaderboard, niah, report, run, zoo
 from diffbench.cli.console import OneLineErrorsGroup, stdout
+from diffbench.engine.distributed import leave_ranks_together
 
 app = typer.Typer(
     name="diffbench",
@@ -52,4 +53,9 @@ app.add_typer(zoo.zoo_app, name="zoo")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if done.code in (None, 0):
+            leave_ranks_together()
+        raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -92,10 +93,24 @@ def join_ranks(device: Any) -> Ranks:
 
 
 def _leave_group() -> None:
+    """The exit hook: a rank that failed leaves alone (its peers may never reach a barrier)."""
     import torch.distributed as dist
 
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def leave_ranks_together() -> None:
+    """End torchrun's process group once every rank has finished the command; call it on success only.
+
+    With gloo on torch 2.6, a rank whose peers have already exited hangs in destroy_process_group, and
+    a rank that skips it aborts at exit: the barrier brings every rank to destroy together.
+    """
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return  # one rank, or a command that never touched torch
+    distributed.barrier()
+    distributed.destroy_process_group()
 
 
 def rank_device(choice: str) -> str:
