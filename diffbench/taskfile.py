@@ -27,7 +27,7 @@ is a new fields model in ``TASK_KINDS``: ``task = "niah"`` (NiahSpec, multi-need
 from __future__ import annotations
 
 import difflib
-import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,11 +37,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from diffbench.errors import UsageError
 from diffbench.specs import HallucSpec, NiahSpec
 from diffbench.tasks.options import HallucOptions, NiahOptions, quote
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 reads TOML with tomli, tomllib's original
-    import tomli as tomllib
 
 FORMAT_VERSION = 1
 

@@ -215,32 +215,37 @@ def test_run_directories_named_in_one_second_never_collide(tmp_path: Path) -> No
     assert all(path.is_dir() and not any(path.iterdir()) for path in made)
 
 
+# The disk fills once the libraries are loaded: torch 2.6 to 2.8 write a generated module to the temporary
+# directory while transformers imports them, which would otherwise be the write that fails first.
+FULL_DISK_AFTER_IMPORTS = """
+import resource, runpy, sys
+import transformers.generation, transformers.models.auto.modeling_auto
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+sys.argv = ["diffbench", *sys.argv[2:]]
+runpy.run_module("diffbench", run_name="__main__")
+"""
+
+
 def test_a_disk_that_fills_up_ends_in_one_line_and_each_rerun_keeps_what_finished(
     tmp_path: Path, tiny_llama_dir: Path, subprocess_env: dict[str, str]
 ) -> None:
     """The file-size limit (RLIMIT_FSIZE: writes past it fail with EFBIG, as on a full disk) stops the same
     command at a later write each time it grows: the samples (2 KiB), the PNG heatmap (12), the SVG one
     (30); then, with room, the run completes with every record once and no temporary file left."""
-    import resource
-
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "diffbench", "niah", "--model", str(tiny_llama_dir)]
-    command += ["--lengths", "256", "--depths", "0,50,100", "--samples", "2", "--out", str(out)]
+    arguments = ["niah", "--model", str(tiny_llama_dir)]
+    arguments += ["--lengths", "256", "--depths", "0,50,100", "--samples", "2", "--out", str(out)]
     kept: list[str] = []
     for limit_kib, stopped_at in ((2, "samples"), (12, ".png"), (30, ".svg")):
-
-        def small_disk(limit: int = limit_kib * 1024) -> None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-
-        full = subprocess.run(
-            command, env=subprocess_env, capture_output=True, text=True, preexec_fn=small_disk
-        )
+        small_disk = [sys.executable, "-c", FULL_DISK_AFTER_IMPORTS, str(limit_kib * 1024)]
+        full = subprocess.run(small_disk + arguments, env=subprocess_env, capture_output=True, text=True)
         errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
         assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
         assert len(errors) == 1 and stopped_at in errors[0] and "File too large" in errors[0], full.stderr
         now = record_lines(out) if (out / "records.jsonl").is_file() else []
         assert now[: len(kept)] == kept  # what finished before the disk filled is untouched
         kept = now
+    command = [sys.executable, "-m", "diffbench", *arguments]
     again = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     records = [json.loads(line) for line in record_lines(out)]

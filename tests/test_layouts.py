@@ -51,7 +51,9 @@ def test_converted_logits_equal_the_official_formulas(
     ids = prompt(loaded.model.config.vocab_size)
     with torch.inference_mode():
         ours = loaded.model(input_ids=ids).logits
-    torch.testing.assert_close(ours, official_logits(directory, ids), atol=1e-5, rtol=1e-5)
+    # Two float32 computations of the same logits differ by up to 2e-5 here (1e-5 failed on torch 2.6 by
+    # a few elements); two key heads swapped in one layer move them by 12.
+    torch.testing.assert_close(ours, official_logits(directory, ids), atol=5e-5, rtol=1e-5)
 
 
 def test_the_fold_and_the_rope_order_each_matter(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +14,7 @@ from diffbench.cli.console import stderr, stdout, user_errors
 from diffbench.errors import UsageError
 
 
-class CellDisplay(str, Enum):
+class CellDisplay(StrEnum):
     changed = "changed"
     all = "all"
     none = "none"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,7 @@ from rich.markup import escape
 from diffbench.cli.console import print_renderables, stderr, stdout, user_errors
 
 
-class TableFormat(str, Enum):
+class TableFormat(StrEnum):
     terminal = "terminal"
     markdown = "markdown"
     csv = "csv"

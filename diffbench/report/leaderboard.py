@@ -267,7 +267,7 @@ def build_leaderboard(results_dir: Path, reference: str | None, title: str) -> L
     )
     return Leaderboard(
         title=title,
-        generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         columns=scored,
         rows=ordered,
         sections=sections,
