@@ -16,18 +16,19 @@ STAMP := $(VENV)/.diffbench-installed
 # newest: every dependency at its newest release, transformers past the tested upper bound too, on the
 #   newest Python on the machine.
 UV := $(BIN)/uv
-PYTHON_LOWEST_VERSION := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
+# The lowest Python pyproject.toml admits: setup refuses an older one, test-lowest runs on it.
+REQUIRES_PYTHON := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
 # pyenv's python3.X (CI machines carry 3.11 to 3.13 there), else one on PATH.
 find_python = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
-PYTHON_LOWEST ?= $(call find_python,$(PYTHON_LOWEST_VERSION))
+PYTHON_LOWEST ?= $(call find_python,$(REQUIRES_PYTHON))
 PYTHON_NEWEST ?= $(firstword $(foreach v,3.14 3.13 3.12 3.11,$(call find_python,$(v))) $(PYTHON))
 
 .PHONY: setup demo test test-lowest test-newest constraints lint docs clean browser gpu-check
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "error: $(PYTHON) is \
-	Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); diffbench needs Python >= 3.11: \
-	pass PYTHON=python3.11 (or newer)" >&2; exit 2; }
+	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$(REQUIRES_PYTHON)'.split('.'))))" || \
+	{ echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); \
+	diffbench needs Python >= $(REQUIRES_PYTHON): pass PYTHON=python$(REQUIRES_PYTHON) (or newer)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) "$(TORCH)"
@@ -60,8 +61,8 @@ define range_venv
 endef
 
 test-lowest: $(STAMP) browser
-	$(if $(PYTHON_LOWEST),,$(error no python$(PYTHON_LOWEST_VERSION), the lowest Python pyproject.toml admits: \
-		install it (pyenv install $(PYTHON_LOWEST_VERSION)) or pass PYTHON_LOWEST=/path/to/python))
+	$(if $(PYTHON_LOWEST),,$(error no python$(REQUIRES_PYTHON), the lowest Python pyproject.toml admits: \
+		install it (pyenv install $(REQUIRES_PYTHON)) or pass PYTHON_LOWEST=/path/to/python))
 	$(call range_venv,.venv-lowest,$(PYTHON_LOWEST),--resolution lowest-direct,)
 	.venv-lowest/bin/python .ci/check_floors.py
 	.venv-lowest/bin/python -m pytest -q -n auto -p no:cacheprovider

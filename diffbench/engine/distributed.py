@@ -110,7 +110,7 @@ def leave_ranks_together() -> None:
     if distributed is None or not distributed.is_available() or not distributed.is_initialized():
         return  # one rank, or a command that never touched torch
     distributed.barrier()
-    distributed.destroy_process_group()
+    _leave_group()
 
 
 def rank_device(choice: str) -> str:
