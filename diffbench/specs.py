@@ -23,13 +23,16 @@ RopeScaling = Literal["none", "dynamic", "yarn"]
 RunStatus = Literal["running", "complete", "failed", "interrupted"]
 NeedleKind = Literal["multikey", "multivalue", "multiquery"]
 NeedleValues = Literal["numbers", "words", "uuids"]
-# Multi-needle fields and their single-needle defaults: left out of the fingerprint at these values,
-# so a single-needle spec keeps the fingerprint it had before they existed (old runs still resume).
-MULTI_NEEDLE_DEFAULTS: dict[str, object] = {
+NeedleStyle = Literal["magic", "literal", "nonliteral"]
+# Fields added after the first runs, with the defaults that keep the first runs' samples: left out of
+# the fingerprint at these values, so a spec keeps the fingerprint it had before they existed (old runs
+# still resume).
+LATER_FIELD_DEFAULTS: dict[str, object] = {
     "needles": 1,
     "queries": 1,
     "kind": "multikey",
     "values": "numbers",
+    "needle_style": "magic",
 }
 
 
@@ -70,6 +73,9 @@ class NiahSpec(BaseModel):
     queries: int = Field(default=1, ge=1)  # R of them asked (the Diff paper's R)
     kind: NeedleKind = "multikey"  # RULER's variant: distinct keys (multikey/multiquery) or one key
     values: NeedleValues = "numbers"  # 7-digit numbers, words or UUIDs
+    # magic-number needles, or a character at a landmark asked literally or through the landmark's city
+    # (tasks/character_needles.py)
+    needle_style: NeedleStyle = "magic"
     # An answer counts only when it ends (scoring.py): the token after it must not extend it, and a
     # gold string inside a longer word or number is not found. Runs stored before the rule read False.
     answer_boundary: bool = True
@@ -82,7 +88,7 @@ class NiahSpec(BaseModel):
     def fingerprint(self) -> str:
         """A short hash that identifies the sample set and scoring; a resumed run must match it."""
         payload = self.model_dump(mode="json")
-        for name, default in MULTI_NEEDLE_DEFAULTS.items():
+        for name, default in LATER_FIELD_DEFAULTS.items():
             if payload[name] == default:
                 del payload[name]
         if not payload["answer_boundary"]:  # a run stored before the rule keeps its fingerprint

@@ -33,6 +33,7 @@ import torch
 from typer.testing import CliRunner
 
 from diffbench.cli import app
+from diffbench.tasks.character_needles import NAMES
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 RUN_ARGS = ["--lengths", "256", "--depths", "0,100"]  # the base run; resuming it needs these options
@@ -622,6 +623,12 @@ CASES = [
     ),
     Case("E-NEEDLES-KIND", niah("--needles", "4", "--kind", "multiset"), "unknown --kind '"),
     Case("E-NEEDLES-VALUES", niah("--values", "colours"), "unknown --values '"),
+    Case("E-NEEDLE-STYLE", niah("--needle-style", "oblique"), "unknown --needle-style '"),
+    Case(
+        "E-NEEDLE-STYLE-CLASH",
+        niah("--needle-style", "nonliteral", "--needles", "4"),
+        "hides one character needle of its own",
+    ),
     Case(
         "E-NEEDLES-MULTIKEY",
         niah("--needles", "4", "--queries", "2", "--kind", "multikey"),
@@ -1024,6 +1031,12 @@ CASES = [
         niah("--haystack", "{tmp}/short.txt"),
         "sentences, need at least 10 to place needles between them",
         prepare=write("short.txt", "One here. Two there.\n"),
+    ),
+    Case(
+        "E-HAYSTACK-NAMES-EVERY-CHARACTER",
+        niah("--haystack", "{tmp}/names.txt", "--needle-style", "literal"),
+        "so no character needle is unambiguous in it",
+        prepare=write("names.txt", " ".join(f"{name} came by." for name in NAMES) + " It rained.\n" * 10),
     ),
     Case(
         "E-HAYSTACK-ESSAYS-MISSING",

@@ -25,6 +25,7 @@ from diffbench.cli.options import (
     LengthsOption,
     ModelsOption,
     NeedleOption,
+    NeedleStyleOption,
     QuestionOption,
     ResultsDirOption,
     RopeScalingOption,
@@ -44,6 +45,7 @@ def attn(
     question: QuestionOption = None,
     answer: AnswerOption = None,
     answer_prefix: AnswerPrefixOption = None,
+    needle_style: NeedleStyleOption = "magic",
     answer_budget: AnswerBudgetOption = 32,
     chat_template: ChatTemplateOption = "auto",
     rope_scaling: RopeScalingOption = "none",
@@ -81,6 +83,7 @@ def attn(
             chat_template=chat_template,
             answer_budget=answer_budget,
             rope_scaling=rope_scaling,
+            needle_style=needle_style,
         )
         options = AttentionOptions(key_chunk=key_chunk, prefill_chunk=chunk_tokens)
         if launched_rank() != 0:  # torchrun's other ranks analyse their share silently; rank 0 reports

@@ -28,6 +28,7 @@ from diffbench.cli.options import (
     LengthsOption,
     ModelsOption,
     NeedleOption,
+    NeedleStyleOption,
     QuestionOption,
     ResultsDirOption,
     RopeScalingOption,
@@ -51,6 +52,7 @@ def niah(
     question: QuestionOption = None,
     answer: AnswerOption = None,
     answer_prefix: AnswerPrefixOption = None,
+    needle_style: NeedleStyleOption = "magic",
     answer_budget: Annotated[
         int | None,
         typer.Option(
@@ -160,6 +162,7 @@ def niah(
             queries=queries,
             kind=kind,
             values=values,
+            needle_style=needle_style,
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
         options = dataclasses.replace(options, precision_audit=precision_audit)

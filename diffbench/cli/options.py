@@ -49,6 +49,13 @@ AnswerOption = Annotated[str | None, typer.Option(help="The expected answer; mus
 AnswerPrefixOption = Annotated[
     str | None, typer.Option(help="Text the answer turn starts with, e.g. 'The answer is'.")
 ]
+NeedleStyleOption = Annotated[
+    str,
+    typer.Option(
+        help="magic (RULER's magic numbers) | literal (a character at a landmark, asked in the needle's "
+        "words) | nonliteral (asked by the landmark's city: no word shared with the needle, as NoLiMa).",
+    ),
+]
 AnswerBudgetOption = Annotated[
     int, typer.Option(min=1, help="Tokens reserved for the answer; the prompt is length minus this.")
 ]

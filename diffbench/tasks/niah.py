@@ -4,14 +4,16 @@ All samples read one haystack stream from its start, as RULER and the original N
 length and the needle are the only things that vary along the grid, and every prompt's text before
 its needle is a prefix of one trunk, which the engine prefills once. ``haystack_per_sample`` gives
 each sample index its own stream instead (more haystack variety, one trunk per index). The
-needle's key and value are drawn per sample from the run seed. Same spec + same tokenizer gives
-byte-identical samples.
+needle's key and value are drawn per sample from the run seed; a character needle (``needle_style``
+literal or nonliteral, tasks/character_needles.py) is drawn the same way. Same spec + same tokenizer
+gives byte-identical samples.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from diffbench.errors import UsageError
@@ -19,6 +21,8 @@ from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble
 from diffbench.haystack.sources import HaystackSource
 from diffbench.seeding import rng_for
 from diffbench.specs import NiahSpec, Sample
+from diffbench.tasks.character_needles import INSTRUCTION as CHARACTER_INSTRUCTION
+from diffbench.tasks.character_needles import draw_character, mentioned_terms
 from diffbench.tasks.multi_needle import (
     build_multi,
     multi_sample_id,
@@ -47,6 +51,8 @@ def draw_needle(seed: int, sample_key: str) -> tuple[str, str]:
 def sample_id_for(spec: NiahSpec, length: int, depth: float, index: int) -> str:
     if spec.multi_needle:
         return multi_sample_id(spec, length, depth, index)
+    if spec.needle_style != "magic":
+        return f"niah-{spec.needle_style}/{length}/{depth:g}/{index}"
     return f"niah/{length}/{depth:g}/{index}"
 
 
@@ -65,18 +71,63 @@ def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> 
     encoder = SegmentEncoder(tokenizer)
     chat = use_chat_template(tokenizer, spec.chat_template)
     samples: list[Sample] = []
+    mentioned: frozenset[str] = frozenset()
     for index in range(spec.samples_per_cell):
         if index == 0 or spec.haystack_per_sample:
             haystack = TokenizedHaystack(encoder, source.units(index))
+            if spec.needle_style != "magic":
+                mentioned = mentioned_terms(source, index, max(spec.lengths))
         for length in spec.lengths:
             for depth in spec.depths:
                 sample_id = sample_id_for(spec, length, depth, index)
-                build = build_multi if spec.multi_needle else _build
-                samples.append(
-                    build(spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index)
-                )
+                if spec.multi_needle:
+                    sample = build_multi(
+                        spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index
+                    )
+                else:
+                    texts = needle_texts(spec, sample_id, f"{length}/{depth:g}/{index}", mentioned)
+                    sample = _build(
+                        spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index, texts
+                    )
+                samples.append(sample)
     samples.sort(key=lambda s: (s.target_length, s.depth, s.sample_index))
     return samples
+
+
+@dataclass(frozen=True)
+class NeedleTexts:
+    """What one single-needle sample hides and asks, filled in."""
+
+    key: str
+    needle: str
+    question: str
+    answer: str
+    answer_prefix: str
+    instruction: str
+
+
+def needle_texts(spec: NiahSpec, sample_id: str, cell: str, mentioned: frozenset[str]) -> NeedleTexts:
+    """The spec's needle with this sample's key and value, or its character needle (``cell`` draws it,
+    the same in both character styles; ``mentioned``: what the haystack already names)."""
+    if spec.needle_style != "magic":
+        drawn = draw_character(spec.seed, cell, spec.needle_style, mentioned)
+        return NeedleTexts(
+            drawn.key, drawn.needle, drawn.question, drawn.name, drawn.answer_prefix, CHARACTER_INSTRUCTION
+        )
+    key, value = draw_needle(spec.seed, sample_id)
+    needle = spec.needle
+
+    def fill(template: str) -> str:
+        return template.replace("{key}", key).replace("{value}", value)
+
+    return NeedleTexts(
+        key,
+        fill(needle.needle),
+        fill(needle.question),
+        fill(needle.answer),
+        fill(needle.answer_prefix),
+        fill(needle.instruction),
+    )
 
 
 def _build(
@@ -89,23 +140,19 @@ def _build(
     length: int,
     depth: float,
     index: int,
+    texts: NeedleTexts,
 ) -> Sample:
-    key, value = draw_needle(spec.seed, sample_id)
-    needle = spec.needle
-
-    def fill(template: str) -> str:
-        return template.replace("{key}", key).replace("{value}", value)
-
-    question, answer, prefix_text = fill(needle.question), fill(needle.answer), fill(needle.answer_prefix)
-    prefix, suffix = prompt_frame(tokenizer, encoder, fill(needle.instruction), question, prefix_text, chat)
-    answer_ids = encoder.encode((" " if prefix_text else "") + answer)
+    prefix, suffix = prompt_frame(
+        tokenizer, encoder, texts.instruction, texts.question, texts.answer_prefix, chat
+    )
+    answer_ids = encoder.encode((" " if texts.answer_prefix else "") + texts.answer)
     if len(answer_ids) > spec.answer_budget:
         raise UsageError(
-            f"the answer {answer!r} takes {len(answer_ids)} tokens, more than --answer-budget "
+            f"the answer {texts.answer!r} takes {len(answer_ids)} tokens, more than --answer-budget "
             f"{spec.answer_budget}; raise --answer-budget"
         )
     prompt_tokens = length - spec.answer_budget
-    built = assemble(prefix, suffix, haystack, fill(needle.needle), prompt_tokens, depth)
+    built = assemble(prefix, suffix, haystack, texts.needle, prompt_tokens, depth)
     digest = hashlib.sha256(struct.pack(f"<{len(built.input_ids)}q", *built.input_ids)).hexdigest()
     return Sample(
         sample_id=sample_id,
@@ -113,10 +160,10 @@ def _build(
         target_length=length,
         depth=depth,
         sample_index=index,
-        key=key,
-        answer=answer,
-        needle_text=fill(needle.needle),
-        question=question,
+        key=texts.key,
+        answer=texts.answer,
+        needle_text=texts.needle,
+        question=texts.question,
         input_ids=built.input_ids,
         answer_ids=answer_ids,
         prompt_tokens=len(built.input_ids),

@@ -234,6 +234,7 @@ class NiahOptions(_Strict):
     queries: int | None = None  # in a sweep, capped at each N (the Diff paper's "R = 2 except N = 1")
     kind: Literal["multikey", "multivalue", "multiquery"] | None = None
     values: Literal["numbers", "words", "uuids"] = "numbers"
+    needle_style: Literal["magic", "literal", "nonliteral"] = "magic"
 
     @model_validator(mode="after")
     def _resolves(self, info: ValidationInfo) -> NiahOptions:
@@ -249,6 +250,7 @@ class NiahOptions(_Strict):
             scored_by_generation,
         )
 
+        self._check_needle_style(spelling)
         counts = self.needles if isinstance(self.needles, list) else [self.needles]
         specs = []
         for count in counts:
@@ -284,9 +286,33 @@ class NiahOptions(_Strict):
                     queries=queries,
                     kind=kind,
                     values=self.values,
+                    needle_style=self.needle_style,
                 )
             )
         return specs
+
+    def _check_needle_style(self, spelling: Spelling) -> None:
+        """A character needle is one needle of its own: no custom needle, no multi-needle options."""
+        if self.needle_style == "magic":
+            return
+        style = f"{spelling.name('needle_style')} {self.needle_style}"
+        custom = [name for name, value in self.needle.model_dump().items() if value is not None]
+        multi = {
+            "needles": self.needles != 1,
+            "queries": self.queries is not None,
+            "kind": self.kind is not None,
+            "values": self.values != "numbers",
+        }
+        clashes = [spelling.name(name) for name in custom] + [
+            spelling.name(name) for name, given in multi.items() if given
+        ]
+        if clashes:
+            listed = ", ".join(clashes[:-1]) + (" and " if len(clashes) > 1 else "") + clashes[-1]
+            raise ValueError(
+                f"{spelling.about('needle_style')}{style} hides one character needle of its own, which "
+                f"{listed} would change: leave {'it' if len(clashes) == 1 else 'them'} out, "
+                f"or use {spelling.name('needle_style')} magic"
+            )
 
     def to_spec(self, spelling: Spelling = TASK_FILE) -> NiahSpec:
         return self.to_specs(spelling)[0]

@@ -1,0 +1,175 @@
+"""Character needles: retrieval with and without a literal match between question and needle (NoLiMa's idea).
+
+A magic-number needle shares its key with the question word for word, so a model can find it by
+matching strings, which attention does well. NoLiMa (Modarressi et al., 2025) showed that scores fall
+once the question and the needle share no words. Here every needle says that a character did
+something at a landmark ("Yuki lives next to the Semper Opera House."), and two questions can ask
+for the character:
+
+- ``literal``: names the landmark and the act, the needle's own words ("Which character lives next
+  to the Semper Opera House?");
+- ``nonliteral``: names only the landmark's city ("Which character has been to Dresden?"). No word
+  of that question occurs in the needle, so the model has to know the landmark is in Dresden and
+  connect the two.
+
+Both styles draw the same character, landmark, wording and placement for a given seed and cell, so
+two runs that differ only in the style are paired sample by sample: the literal run is the
+non-literal run's control. A name, landmark or city that the haystack mentions is never drawn,
+because a second mention would make the needle ambiguous or the city a literal distractor. Which
+words the haystack mentions is read from its text, not from tokens, so every tokenizer gets the same
+needles. The bank below was written for diffbench; none of it comes from NoLiMa's data.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from diffbench.errors import HaystackError
+from diffbench.haystack.sources import HaystackSource, Unit
+from diffbench.seeding import rng_for
+
+T = TypeVar("T")
+CharacterStyle = Literal["literal", "nonliteral"]
+STYLES: tuple[str, ...] = ("magic", "literal", "nonliteral")
+
+# (landmark, its city). Each landmark stands in one city only, and no word of the city is in its name.
+LANDMARKS: tuple[tuple[str, str], ...] = (
+    ("the Semper Opera House", "Dresden"), ("the Sagrada Familia", "Barcelona"),
+    ("the Kiyomizu-dera temple", "Kyoto"), ("the Hagia Sophia", "Istanbul"),
+    ("the Brandenburg Gate", "Berlin"), ("the Colosseum", "Rome"),
+    ("the Golden Gate Bridge", "San Francisco"), ("the Louvre", "Paris"),
+    ("the Acropolis", "Athens"), ("the Alhambra", "Granada"), ("the Rijksmuseum", "Amsterdam"),
+    ("the Atomium", "Brussels"), ("the Little Mermaid statue", "Copenhagen"),
+    ("the Hermitage Museum", "Saint Petersburg"), ("the Prado Museum", "Madrid"),
+    ("the Ponte Vecchio", "Florence"), ("the Rialto Bridge", "Venice"), ("the Charles Bridge", "Prague"),
+    ("the Hofburg Palace", "Vienna"), ("the CN Tower", "Toronto"),
+    ("the Christ the Redeemer statue", "Rio de Janeiro"), ("the Forbidden City", "Beijing"),
+    ("the Petronas Towers", "Kuala Lumpur"), ("the Burj Khalifa", "Dubai"),
+    ("the Gateway of India", "Mumbai"), ("the Taj Mahal", "Agra"), ("the Wawel Castle", "Krakow"),
+    ("the Kremlin", "Moscow"), ("Table Mountain", "Cape Town"), ("the Hollywood sign", "Los Angeles"),
+    ("the Senso-ji temple", "Tokyo"), ("the Marina Bay Sands hotel", "Singapore"),
+    ("the Wat Arun temple", "Bangkok"), ("the Fisherman's Bastion", "Budapest"),
+    ("the Belem Tower", "Lisbon"), ("the Vasa Museum", "Stockholm"), ("the Eiffel Tower", "Paris"),
+    ("the Statue of Liberty", "New York"), ("the Alamo", "San Antonio"),
+    ("the Cloud Gate sculpture", "Chicago"), ("Big Ben", "London"), ("the Blue Mosque", "Istanbul"),
+    ("the Trevi Fountain", "Rome"), ("the Parthenon", "Athens"), ("the Manneken Pis", "Brussels"),
+    ("the Sforza Castle", "Milan"), ("the Mole Antonelliana", "Turin"),
+    ("the Shwedagon Pagoda", "Yangon"), ("Bondi Beach", "Sydney"), ("the Sky Tower", "Auckland"),
+    ("the Obelisco", "Buenos Aires"), ("the Chapultepec Castle", "Mexico City"),
+)  # fmt: skip
+NAMES: tuple[str, ...] = (
+    "Yuki", "Stuart", "Katie", "Veronica", "Gary", "Megan", "Calvin", "Mandy", "Diana", "Caleb",
+    "Teresa", "Kevin", "Rachel", "Hassan", "Nadia", "Arjun", "Ingrid", "Tobias", "Leonie", "Mateo",
+    "Priya", "Oskar", "Elena", "Dmitri", "Fatima", "Hugo", "Aiko", "Bruno", "Carmen", "Felix",
+    "Wendy", "Jasper", "Lucia", "Omar", "Greta", "Ravi", "Sofia", "Victor", "Helga", "Malik",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Act:
+    """What a character did at a landmark: the needle sentence and the literal question's words."""
+
+    needle: str  # {name} and {landmark} are filled per sample
+    asked: str  # the act as the literal question phrases it, after "Which character"
+
+
+ACTS: tuple[Act, ...] = (
+    Act("{name} lives next to {landmark}.", "lives next to {landmark}"),
+    Act("{name} once took a photograph in front of {landmark}.", "took a photograph in front of {landmark}"),
+    Act("{name} spent a whole afternoon sketching {landmark}.", "spent an afternoon sketching {landmark}"),
+    Act("{name} waited for an old friend outside {landmark}.", "waited for a friend outside {landmark}"),
+)
+NONLITERAL_ACT = "has been to {city}"
+INSTRUCTION = (
+    "A long document follows. One character is mentioned in it. Read it carefully: afterwards you will "
+    "be asked which character it was, and answering may take a reasonable inference from what the "
+    "document says."
+)
+# Haystack text read for mentions: this many characters per token of the longest prompt (no tokenizer
+# averages more), and never less than a 128K-token prompt's worth, so runs up to 128K draw alike.
+CHARACTERS_PER_TOKEN_BOUND = 16
+MIN_SCANNED_TOKENS = 131_072
+_MAX_DRAWS = 1000
+
+
+@dataclass(frozen=True)
+class CharacterNeedle:
+    """One sample's needle and the texts that ask for it, in one style."""
+
+    name: str
+    landmark: str
+    city: str
+    needle: str
+    question: str
+    answer_prefix: str
+    key: str  # what the question names: the landmark (literal) or the city (nonliteral)
+
+
+def draw_character(seed: int, cell: str, style: CharacterStyle, mentioned: frozenset[str]) -> CharacterNeedle:
+    """The needle of one cell and sample index (``cell``), the same for both styles; nothing the
+    haystack mentions is drawn."""
+    rng = rng_for(seed, "character-needle", cell)
+    name = _draw(rng, NAMES, lambda n: n not in mentioned, "character names")
+    landmark, city = _draw(
+        rng, LANDMARKS, lambda pair: not mentioned.intersection(pair), "landmarks or their cities"
+    )
+    act = rng.choice(ACTS)
+    asked = act.asked if style == "literal" else NONLITERAL_ACT
+    asked = asked.replace("{landmark}", landmark).replace("{city}", city)
+    return CharacterNeedle(
+        name=name,
+        landmark=landmark,
+        city=city,
+        needle=act.needle.replace("{name}", name).replace("{landmark}", landmark),
+        question=f"Which character {asked}?",
+        answer_prefix=f"The character who {asked} is",
+        key=landmark if style == "literal" else city,
+    )
+
+
+def _draw(rng: random.Random, pool: tuple[T, ...], usable: Callable[[T], bool], what: str) -> T:
+    """A uniform draw from ``pool`` that skips unusable items (rejection keeps every other draw as it was)."""
+    if not any(usable(item) for item in pool):
+        raise HaystackError(
+            f"the haystack mentions every one of diffbench's {len(pool)} {what}, so no character needle "
+            "is unambiguous in it: use another --haystack or --needle-style magic"
+        )
+    for _ in range(_MAX_DRAWS):
+        item = rng.choice(pool)
+        if usable(item):
+            return item
+    usable_items = [item for item in pool if usable(item)]
+    return rng.choice(usable_items)
+
+
+def mentioned_terms(source: HaystackSource, sample_index: int, longest_prompt: int) -> frozenset[str]:
+    """The names, landmarks and cities of the bank that the haystack stream of ``sample_index`` mentions,
+    as whole words; a file haystack is read whole, a generated one far enough for any prompt length."""
+    if source.paragraphs is not None:
+        text = "\n".join(" ".join(paragraph) for paragraph in source.paragraphs)
+    else:
+        limit = CHARACTERS_PER_TOKEN_BOUND * max(longest_prompt, MIN_SCANNED_TOKENS)
+        text = _text_of(source.units(sample_index), limit)
+    terms = set(NAMES) | {landmark for landmark, _ in LANDMARKS} | {city for _, city in LANDMARKS}
+    return frozenset(term for term in terms if _mentions(text, term))
+
+
+def _text_of(units: Iterable[Unit], characters: int) -> str:
+    parts: list[str] = []
+    total = 0
+    for unit in units:
+        if total >= characters:
+            break
+        parts.append(unit.sentence)
+        total += len(unit.sentence) + 1
+    return " ".join(parts)
+
+
+def _mentions(text: str, term: str) -> bool:
+    """Whether ``term`` occurs as whole words; a landmark counts without its article ("Louvre")."""
+    words = term.removeprefix("the ")
+    return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text, flags=re.IGNORECASE) is not None

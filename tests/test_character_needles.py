@@ -1,0 +1,216 @@
+"""Character needles: literal and non-literal questions over the same needles, token-exact, paired."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_context import haystack_without_needle, sentence_starts
+from typer.testing import CliRunner
+
+from diffbench.cli import app
+from diffbench.errors import HaystackError, UsageError
+from diffbench.haystack.sources import load_source
+from diffbench.specs import NiahSpec, Record, Sample
+from diffbench.tasks.character_needles import LANDMARKS, NAMES
+from diffbench.tasks.niah import generate_samples
+from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
+
+STOP_WORDS = {"the", "a", "an", "to", "of", "in", "at", "for", "has", "is", "which", "who", "once"}
+
+
+def character_spec(style: str, haystack: str = "prose", seed: int = 0, samples: int = 2) -> NiahSpec:
+    options = {"lengths": "384,512", "depths": "0,25,50,75,100", "samples_per_cell": samples}
+    extra = {"seed": seed, "haystack": haystack, "needle_style": style}
+    return command_line_options(NiahOptions, {**options, **extra}).to_spec(COMMAND_LINE)
+
+
+def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
+    return generate_samples(spec, tokenizer, load_source(spec.haystack, spec.seed))
+
+
+def content_words(text: str) -> set[str]:
+    return {word for word in re.findall(r"[a-z]+", text.lower()) if word not in STOP_WORDS}
+
+
+@pytest.fixture(scope="module")
+def paired(tiny_tokenizer: Any) -> dict[str, list[Sample]]:
+    return {style: samples_of(character_spec(style), tiny_tokenizer) for style in ("literal", "nonliteral")}
+
+
+def test_the_style_is_part_of_the_spec_and_the_sample_ids(paired: dict[str, list[Sample]]) -> None:
+    """A magic spec keeps its fingerprint (tests/test_multi_needle.py pins it); the styles get their own."""
+    literal, nonliteral = character_spec("literal"), character_spec("nonliteral")
+    magic = character_spec("magic")
+    assert len({literal.fingerprint(), nonliteral.fingerprint(), magic.fingerprint()}) == 3
+    assert not literal.multi_needle and literal.answer_budget == 32
+    assert paired["nonliteral"][0].sample_id == "niah-nonliteral/384/0/0"
+    assert paired["literal"][0].sample_id == "niah-literal/384/0/0"
+    assert len(paired["literal"]) == len(paired["nonliteral"]) == 2 * 5 * 2
+
+
+def test_both_styles_hide_the_same_needle_at_the_same_place(paired: dict[str, list[Sample]]) -> None:
+    """The literal run is the non-literal run's control: the same needle in the same haystack at the same
+    depth; the questions differ, and the haystack's budget by exactly the difference in their lengths."""
+    for literal, nonliteral in zip(paired["literal"], paired["nonliteral"], strict=True):
+        assert literal.needle_text == nonliteral.needle_text and literal.depth == nonliteral.depth
+        assert literal.answer == nonliteral.answer == literal.needle_text.split()[0]
+        (hay_a, _), (hay_b, _) = haystack_without_needle(literal), haystack_without_needle(nonliteral)
+        shorter = min(len(hay_a), len(hay_b))
+        assert hay_a[:shorter] == hay_b[:shorter]
+        after_a, after_b = (len(s.input_ids) - s.haystack_span[1] for s in (literal, nonliteral))
+        assert len(hay_b) - len(hay_a) == after_a - after_b  # the question and answer prefix after it
+        assert literal.question != nonliteral.question
+    names = {sample.answer for sample in paired["literal"]}
+    landmarks = {sample.key for sample in paired["literal"]}
+    assert len(names) > 5 and len(landmarks) > 5  # drawn per sample, not one needle for the grid
+
+
+def test_the_nonliteral_question_shares_no_word_with_its_needle(paired: dict[str, list[Sample]]) -> None:
+    for literal, nonliteral in zip(paired["literal"], paired["nonliteral"], strict=True):
+        landmark, city = literal.key, nonliteral.key
+        assert (landmark, city) in LANDMARKS
+        assert nonliteral.question == f"Which character has been to {city}?"
+        assert not content_words(nonliteral.question) & content_words(nonliteral.needle_text)
+        assert landmark in literal.question and landmark in literal.needle_text
+        assert len(content_words(literal.question) & content_words(literal.needle_text)) >= 3
+
+
+def test_bank_cities_never_share_a_word_with_their_landmark() -> None:
+    for landmark, city in LANDMARKS:
+        assert not content_words(city) & content_words(landmark), (landmark, city)
+    assert len(set(LANDMARKS)) == len(LANDMARKS) and len(set(NAMES)) == len(NAMES)
+
+
+@pytest.mark.parametrize("style", ["literal", "nonliteral"])
+def test_prompts_are_token_exact_and_mention_name_and_city_only_where_they_belong(
+    paired: dict[str, list[Sample]], tiny_tokenizer: Any, style: str
+) -> None:
+    for sample in paired[style]:
+        assert len(sample.input_ids) == sample.prompt_tokens == sample.target_length - 32
+        text = tiny_tokenizer.decode(sample.input_ids)
+        needle = tiny_tokenizer.decode(sample.input_ids[slice(*sample.needle_span)])
+        assert needle.strip() == sample.needle_text
+        assert len(re.findall(rf"\b{sample.answer}\b", text)) == 1  # the character: in the needle only
+        assert tiny_tokenizer.decode(sample.answer_ids).strip() == sample.answer
+        # The question's key: in the question and the answer prefix after it, nowhere in the haystack.
+        assert text.count(sample.key) == 2 + (style == "literal")
+        assert text.endswith(f"The character who {sample.question.removeprefix('Which character ')[:-1]} is")
+
+
+def test_the_needle_starts_within_one_sentence_of_its_depth(
+    paired: dict[str, list[Sample]], tiny_tokenizer: Any
+) -> None:
+    for sample in paired["nonliteral"]:
+        hay, at = haystack_without_needle(sample)
+        boundaries = [*sentence_starts(tiny_tokenizer, hay), len(hay)]
+        assert at in boundaries
+        index = boundaries.index(at)
+        sizes = [b - a for a, b in itertools.pairwise(boundaries)]
+        target = sample.depth / 100.0 * len(hay)
+        assert abs(at - target) <= max(sizes[max(0, index - 1) : index + 1]), sample.sample_id
+
+
+def test_every_tokenizer_gets_the_same_needles_and_the_seed_changes_them(
+    paired: dict[str, list[Sample]], tiny_tokenizer: Any, tiny_chat_tokenizer: Any
+) -> None:
+    spec = character_spec("nonliteral")
+    chat = samples_of(spec, tiny_chat_tokenizer)
+    texts = [(s.sample_id, s.needle_text, s.question) for s in paired["nonliteral"]]
+    assert [(s.sample_id, s.needle_text, s.question) for s in chat] == texts
+    assert chat[0].chat_template and not paired["nonliteral"][0].chat_template
+    again = samples_of(spec, tiny_tokenizer)
+    assert [s.model_dump() for s in again] == [s.model_dump() for s in paired["nonliteral"]]
+    other = samples_of(character_spec("nonliteral", seed=1), tiny_tokenizer)
+    assert [s.needle_text for s in other] != [s.needle_text for s in paired["nonliteral"]]
+
+
+def write_haystack(path: Path, mentions: list[str]) -> Path:
+    """A haystack file of plain sentences, with one sentence per mentioned word."""
+    plain = [f"The {noun} stood by the road all day." for noun in ("barn", "gate", "mill", "well")] * 20
+    path.write_text(" ".join(plain + [f"Nobody forgot {word} that year." for word in mentions]) + "\n")
+    return path
+
+
+def test_nothing_the_haystack_mentions_is_drawn(tiny_tokenizer: Any, tmp_path: Path) -> None:
+    """A name, landmark or city in the haystack would be a second mention: the draw skips it."""
+    kept_name, (kept_landmark, kept_city) = NAMES[7], LANDMARKS[0]  # Dresden: one landmark only
+    names = [name for name in NAMES if name != kept_name]
+    places = [
+        term for pair in LANDMARKS if pair != (kept_landmark, kept_city) for term in pair
+    ]  # every other landmark and every other city; "the Louvre" is mentioned as "Louvre"
+    hay = write_haystack(tmp_path / "hay.txt", names + [p.removeprefix("the ") for p in places])
+    samples = samples_of(character_spec("nonliteral", haystack=str(hay), samples=1), tiny_tokenizer)
+    assert {(s.answer, s.key) for s in samples} == {(kept_name, kept_city)}
+    seeded = samples_of(character_spec("nonliteral", samples=1), tiny_tokenizer)
+    assert {s.answer for s in seeded} != {kept_name}  # the prose haystack leaves the whole bank
+
+
+def test_a_haystack_that_names_every_character_is_refused_in_one_line(
+    tmp_path: Path, tiny_llama_dir: Path, tiny_tokenizer: Any
+) -> None:
+    hay = write_haystack(tmp_path / "hay.txt", list(NAMES))
+    args = ["niah", "-m", str(tiny_llama_dir), "--lengths", "384", "--depths", "1", "--haystack", str(hay)]
+    result = CliRunner().invoke(app, [*args, "--needle-style", "literal", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "the haystack mentions every one of diffbench's 40 character names" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    with pytest.raises(HaystackError):
+        samples_of(character_spec("literal", haystack=str(hay), samples=1), tiny_tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--needles", "4"], "--needle-style nonliteral hides one character needle of its own, which --need"),
+        (["--values", "words"], "which --values would change"),
+        (["--kind", "multikey"], "which --kind would change"),
+        (["--needle", "N 4.", "--question", "N?", "--answer", "4"], "--needle, --question and --answer "),
+        (["--needle-style", "oblique"], "unknown --needle-style 'oblique': use magic, literal or nonliteral"),
+    ],
+)
+def test_clashing_options_are_usage_errors(tiny_llama_dir: Path, extra: list[str], message: str) -> None:
+    args = ["niah", "-m", str(tiny_llama_dir), "--lengths", "384", "--needle-style", "nonliteral", *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_run_scores_the_character_and_says_which_needles(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["niah", "-m", str(tiny_llama_dir), "--lengths", "384", "--depths", "3"]
+    result = CliRunner().invoke(app, [*args, "--needle-style", "nonliteral", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    records = [Record.model_validate_json(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    samples: dict[str, Sample] = {}
+    for path in (out / "samples").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            sample = Sample.model_validate_json(line)
+            samples[sample.sample_id] = sample
+    assert len(records) == 3
+    for record in records:
+        sample = samples[record.sample_id]
+        assert record.sample_id.startswith("niah-nonliteral/384/")
+        assert record.answer == sample.answer in NAMES
+        assert record.answer_tokens == len(sample.answer_ids) and record.answer_logprob < 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spec"]["needle_style"] == "nonliteral"
+    report = CliRunner().invoke(app, ["report", str(out), "--format", "markdown"])
+    assert report.exit_code == 0, report.stderr
+    assert "nonliteral character needles" in report.stdout
+
+
+def test_a_task_file_takes_the_style(tmp_path: Path) -> None:
+    from diffbench.taskfile import load_task_file
+
+    path = tmp_path / "literal.toml"
+    text = 'format = 1\ntask = "niah"\nlengths = "8k"\ndepths = 3\nneedle_style = "literal"\n'
+    path.write_text(text)
+    assert load_task_file(path).spec.needle_style == "literal"  # type: ignore[union-attr]
+    path.write_text(text + "needles = 2\n")
+    with pytest.raises(UsageError, match="needle_style literal hides one character needle of its own"):
+        load_task_file(path)
