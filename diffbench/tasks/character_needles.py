@@ -155,7 +155,7 @@ def mentioned_terms(source: HaystackSource, sample_index: int, longest_prompt: i
         limit = CHARACTERS_PER_TOKEN_BOUND * max(longest_prompt, MIN_SCANNED_TOKENS)
         text = _text_of(source.units(sample_index), limit)
     terms = set(NAMES) | {landmark for landmark, _ in LANDMARKS} | {city for _, city in LANDMARKS}
-    return frozenset(term for term in terms if _mentions(text, term))
+    return frozenset(_mentioned(text, terms))
 
 
 def _text_of(units: Iterable[Unit], characters: int) -> str:
@@ -169,7 +169,16 @@ def _text_of(units: Iterable[Unit], characters: int) -> str:
     return " ".join(parts)
 
 
-def _mentions(text: str, term: str) -> bool:
-    """Whether ``term`` occurs as whole words; a landmark counts without its article ("Louvre")."""
-    words = term.removeprefix("the ")
-    return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text, flags=re.IGNORECASE) is not None
+def _mentioned(text: str, terms: set[str]) -> set[str]:
+    """The terms that occur in ``text`` as whole words, case aside; a landmark counts without its
+    article ("Louvre"). Only a term whose every word occurs somewhere is searched for as a phrase."""
+    lowered = text.lower()
+    words = set(re.findall(r"\w+", lowered))
+    found = set()
+    for term in terms:
+        phrase = term.removeprefix("the ").lower()
+        if not all(word in words for word in re.findall(r"\w+", phrase)):
+            continue
+        if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", lowered):
+            found.add(term)
+    return found
