@@ -33,6 +33,7 @@ LATER_FIELD_DEFAULTS: dict[str, object] = {
     "kind": "multikey",
     "values": "numbers",
     "needle_style": "magic",
+    "distractor": False,
 }
 
 
@@ -76,6 +77,7 @@ class NiahSpec(BaseModel):
     # magic-number needles, or a character at a landmark asked literally or through the landmark's city
     # (tasks/character_needles.py)
     needle_style: NeedleStyle = "magic"
+    distractor: bool = False  # character needles: also a sentence naming the question's key, no character
     # An answer counts only when it ends (scoring.py): the token after it must not extend it, and a
     # gold string inside a longer word or number is not found. Runs stored before the rule read False.
     answer_boundary: bool = True

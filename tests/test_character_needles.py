@@ -163,6 +163,34 @@ def test_a_haystack_that_names_every_character_is_refused_in_one_line(
         samples_of(character_spec("literal", haystack=str(hay), samples=1), tiny_tokenizer)
 
 
+def test_a_distractor_names_the_key_elsewhere_and_leaves_the_needle_as_it_was(
+    paired: dict[str, list[Sample]], tiny_tokenizer: Any
+) -> None:
+    for style in ("literal", "nonliteral"):
+        spec = character_spec(style).model_copy(update={"distractor": True})
+        with_distractor = samples_of(spec, tiny_tokenizer)
+        for plain, sample in zip(paired[style], with_distractor, strict=True):
+            assert sample.sample_id == plain.sample_id.replace(f"niah-{style}/", f"niah-{style}-distractor/")
+            assert (sample.needle_text, sample.question, sample.answer) == (
+                plain.needle_text,
+                plain.question,
+                plain.answer,
+            )
+            assert len(sample.input_ids) == sample.target_length - 32
+            assert sample.needles is not None and sample.answer_value_spans == [(0, len(sample.answer_ids))]
+            needle, distractor = sample.needles
+            assert (needle.query, needle.value, needle.span) == (0, sample.answer, sample.needle_span)
+            assert distractor.query is None and distractor.value == "" and distractor.key == sample.key
+            assert abs(distractor.depth - sample.depth) >= 10
+            text = tiny_tokenizer.decode(sample.input_ids[slice(*distractor.span)]).strip()
+            assert sample.key in text and not set(re.findall(r"\w+", text)) & set(NAMES)
+            prompt = tiny_tokenizer.decode(sample.input_ids)
+            assert prompt.count(sample.key) == tiny_tokenizer.decode(plain.input_ids).count(sample.key) + 1
+            hay = sample.input_ids[sample.haystack_span[0] : sample.haystack_span[1]]
+            starts = sentence_starts(tiny_tokenizer, hay)
+            assert distractor.span[0] - sample.haystack_span[0] in starts  # between two sentences
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -171,6 +199,7 @@ def test_a_haystack_that_names_every_character_is_refused_in_one_line(
         (["--kind", "multikey"], "which --kind would change"),
         (["--needle", "N 4.", "--question", "N?", "--answer", "4"], "--needle, --question and --answer "),
         (["--needle-style", "oblique"], "unknown --needle-style 'oblique': use magic, literal or nonliteral"),
+        (["--needle-style", "magic", "--distractor"], "--distractor names a character needle's key"),
     ],
 )
 def test_clashing_options_are_usage_errors(tiny_llama_dir: Path, extra: list[str], message: str) -> None:
@@ -197,6 +226,14 @@ def test_cli_run_scores_the_character_and_says_which_needles(tiny_llama_dir: Pat
         assert record.sample_id.startswith("niah-nonliteral/384/")
         assert record.answer == sample.answer in NAMES
         assert record.answer_tokens == len(sample.answer_ids) and record.answer_logprob < 0
+    distracted = tmp_path / "distracted"
+    flags = ["--needle-style", "nonliteral", "--distractor", "--out", str(distracted)]
+    result = CliRunner().invoke(app, [*args, *flags, "--json"])
+    assert result.exit_code == 0, result.stderr
+    lines = (distracted / "records.jsonl").read_text().splitlines()
+    for record in map(Record.model_validate_json, lines):
+        assert record.needles is not None and [n.query for n in record.needles] == [0, None]
+        assert record.recall == float(record.correct) and record.needles[0].retrieved == record.correct
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"]["needle_style"] == "nonliteral"
     report = CliRunner().invoke(app, ["report", str(out), "--format", "markdown"])

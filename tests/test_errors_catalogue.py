@@ -624,6 +624,7 @@ CASES = [
     Case("E-NEEDLES-KIND", niah("--needles", "4", "--kind", "multiset"), "unknown --kind '"),
     Case("E-NEEDLES-VALUES", niah("--values", "colours"), "unknown --values '"),
     Case("E-NEEDLE-STYLE", niah("--needle-style", "oblique"), "unknown --needle-style '"),
+    Case("E-DISTRACTOR-MAGIC", niah("--distractor"), "--distractor names a character needle's key"),
     Case(
         "E-NEEDLE-STYLE-CLASH",
         niah("--needle-style", "nonliteral", "--needles", "4"),

@@ -19,6 +19,7 @@ from diffbench.cli.options import (
     ChatTemplateOption,
     DepthsOption,
     DeviceOption,
+    DistractorOption,
     DtypeOption,
     HaystackOption,
     JsonOption,
@@ -46,6 +47,7 @@ def attn(
     answer: AnswerOption = None,
     answer_prefix: AnswerPrefixOption = None,
     needle_style: NeedleStyleOption = "magic",
+    distractor: DistractorOption = False,
     answer_budget: AnswerBudgetOption = 32,
     chat_template: ChatTemplateOption = "auto",
     rope_scaling: RopeScalingOption = "none",
@@ -84,6 +86,7 @@ def attn(
             answer_budget=answer_budget,
             rope_scaling=rope_scaling,
             needle_style=needle_style,
+            distractor=distractor,
         )
         options = AttentionOptions(key_chunk=key_chunk, prefill_chunk=chunk_tokens)
         if launched_rank() != 0:  # torchrun's other ranks analyse their share silently; rank 0 reports

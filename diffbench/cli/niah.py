@@ -22,6 +22,7 @@ from diffbench.cli.options import (
     ChatTemplateOption,
     DepthsOption,
     DeviceOption,
+    DistractorOption,
     DtypeOption,
     HaystackOption,
     JsonOption,
@@ -53,6 +54,7 @@ def niah(
     answer: AnswerOption = None,
     answer_prefix: AnswerPrefixOption = None,
     needle_style: NeedleStyleOption = "magic",
+    distractor: DistractorOption = False,
     answer_budget: Annotated[
         int | None,
         typer.Option(
@@ -163,6 +165,7 @@ def niah(
             kind=kind,
             values=values,
             needle_style=needle_style,
+            distractor=distractor,
         )
         options = engine_options(prefix_sharing, max_memory, chunk_tokens, batch_size, device_map)
         options = dataclasses.replace(options, precision_audit=precision_audit)

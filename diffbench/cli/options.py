@@ -56,6 +56,14 @@ NeedleStyleOption = Annotated[
         "words) | nonliteral (asked by the landmark's city: no word shared with the needle, as NoLiMa).",
     ),
 ]
+DistractorOption = Annotated[
+    bool,
+    typer.Option(
+        "--distractor",
+        help="With --needle-style literal/nonliteral: also hide a sentence that names the question's key "
+        "and no character (a literal match that answers nothing, as NoLiMa's distractors).",
+    ),
+]
 AnswerBudgetOption = Annotated[
     int, typer.Option(min=1, help="Tokens reserved for the answer; the prompt is length minus this.")
 ]

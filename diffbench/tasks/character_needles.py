@@ -12,6 +12,10 @@ for the character:
   of that question occurs in the needle, so the model has to know the landmark is in Dresden and
   connect the two.
 
+With ``distractor``, a second sentence names the question's key without any character ("Somebody at
+the next table kept talking about Dresden."): a literal match that answers nothing, as NoLiMa's
+distractors. A model that follows string matches attends there instead of to the needle.
+
 Both styles draw the same character, landmark, wording and placement for a given seed and cell, so
 two runs that differ only in the style are paired sample by sample: the literal run is the
 non-literal run's control. A name, landmark or city that the haystack mentions is never drawn,
@@ -84,6 +88,15 @@ ACTS: tuple[Act, ...] = (
     Act("{name} waited for an old friend outside {landmark}.", "waited for a friend outside {landmark}"),
 )
 NONLITERAL_ACT = "has been to {city}"
+# Literal distractors (NoLiMa's): the question's own key, and no character, so they match the question
+# word for word and answer nothing.
+DISTRACTORS: tuple[str, ...] = (
+    "A faded postcard from {key} was still pinned above the kitchen sink.",
+    "Somebody at the next table kept talking about {key}.",
+    "An old guidebook to {key} lay open on a shelf by the door.",
+    "The radio ran a long story about {key} that evening.",
+)
+MIN_DISTRACTOR_GAP = 10.0  # percentage points between the needle's depth and the distractor's
 INSTRUCTION = (
     "A long document follows. One character is mentioned in it. Read it carefully: afterwards you will "
     "be asked which character it was, and answering may take a reasonable inference from what the "
@@ -107,11 +120,16 @@ class CharacterNeedle:
     question: str
     answer_prefix: str
     key: str  # what the question names: the landmark (literal) or the city (nonliteral)
+    distractor: str | None = None  # a sentence naming the key without any character, or None
+    distractor_depth: float | None = None
 
 
-def draw_character(seed: int, cell: str, style: CharacterStyle, mentioned: frozenset[str]) -> CharacterNeedle:
-    """The needle of one cell and sample index (``cell``), the same for both styles; nothing the
-    haystack mentions is drawn."""
+def draw_character(
+    seed: int, cell: str, style: CharacterStyle, mentioned: frozenset[str], depth: float, distractor: bool
+) -> CharacterNeedle:
+    """The needle of one cell and sample index (``cell``), the same for both styles and with or without
+    a distractor; nothing the haystack mentions is drawn. The distractor, when asked for, names the
+    question's key at a seeded depth at least ``MIN_DISTRACTOR_GAP`` points from the needle's."""
     rng = rng_for(seed, "character-needle", cell)
     name = _draw(rng, NAMES, lambda n: n not in mentioned, "character names")
     landmark, city = _draw(
@@ -120,6 +138,14 @@ def draw_character(seed: int, cell: str, style: CharacterStyle, mentioned: froze
     act = rng.choice(ACTS)
     asked = act.asked if style == "literal" else NONLITERAL_ACT
     asked = asked.replace("{landmark}", landmark).replace("{city}", city)
+    key = landmark if style == "literal" else city
+    distractor_text = distractor_depth = None
+    if distractor:
+        own = rng_for(seed, "character-distractor", cell)  # its own stream: the needle draws stay as they are
+        distractor_text = own.choice(DISTRACTORS).replace("{key}", key)
+        distractor_depth = round(own.uniform(0.0, 100.0), 2)
+        while abs(distractor_depth - depth) < MIN_DISTRACTOR_GAP:
+            distractor_depth = round(own.uniform(0.0, 100.0), 2)
     return CharacterNeedle(
         name=name,
         landmark=landmark,
@@ -127,7 +153,9 @@ def draw_character(seed: int, cell: str, style: CharacterStyle, mentioned: froze
         needle=act.needle.replace("{name}", name).replace("{landmark}", landmark),
         question=f"Which character {asked}?",
         answer_prefix=f"The character who {asked} is",
-        key=landmark if style == "literal" else city,
+        key=key,
+        distractor=distractor_text,
+        distractor_depth=distractor_depth,
     )
 
 

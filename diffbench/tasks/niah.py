@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffbench.errors import UsageError
-from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble
+from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble_needles
 from diffbench.haystack.sources import HaystackSource
 from diffbench.seeding import rng_for
-from diffbench.specs import NiahSpec, Sample
+from diffbench.specs import NiahSpec, PlacedNeedle, Sample
 from diffbench.tasks.character_needles import INSTRUCTION as CHARACTER_INSTRUCTION
 from diffbench.tasks.character_needles import draw_character, mentioned_terms
 from diffbench.tasks.multi_needle import (
@@ -52,7 +52,8 @@ def sample_id_for(spec: NiahSpec, length: int, depth: float, index: int) -> str:
     if spec.multi_needle:
         return multi_sample_id(spec, length, depth, index)
     if spec.needle_style != "magic":
-        return f"niah-{spec.needle_style}/{length}/{depth:g}/{index}"
+        distractor = "-distractor" if spec.distractor else ""
+        return f"niah-{spec.needle_style}{distractor}/{length}/{depth:g}/{index}"
     return f"niah/{length}/{depth:g}/{index}"
 
 
@@ -85,7 +86,8 @@ def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> 
                         spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index
                     )
                 else:
-                    texts = needle_texts(spec, sample_id, f"{length}/{depth:g}/{index}", mentioned)
+                    cell = f"{length}/{depth:g}/{index}"
+                    texts = needle_texts(spec, sample_id, cell, depth, mentioned)
                     sample = _build(
                         spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index, texts
                     )
@@ -104,15 +106,27 @@ class NeedleTexts:
     answer: str
     answer_prefix: str
     instruction: str
+    distractor: tuple[str, float] | None = None  # a character needle's distractor and its depth
 
 
-def needle_texts(spec: NiahSpec, sample_id: str, cell: str, mentioned: frozenset[str]) -> NeedleTexts:
+def needle_texts(
+    spec: NiahSpec, sample_id: str, cell: str, depth: float, mentioned: frozenset[str]
+) -> NeedleTexts:
     """The spec's needle with this sample's key and value, or its character needle (``cell`` draws it,
     the same in both character styles; ``mentioned``: what the haystack already names)."""
     if spec.needle_style != "magic":
-        drawn = draw_character(spec.seed, cell, spec.needle_style, mentioned)
+        drawn = draw_character(spec.seed, cell, spec.needle_style, mentioned, depth, spec.distractor)
+        distractor = None
+        if drawn.distractor is not None and drawn.distractor_depth is not None:
+            distractor = (drawn.distractor, drawn.distractor_depth)
         return NeedleTexts(
-            drawn.key, drawn.needle, drawn.question, drawn.name, drawn.answer_prefix, CHARACTER_INSTRUCTION
+            drawn.key,
+            drawn.needle,
+            drawn.question,
+            drawn.name,
+            drawn.answer_prefix,
+            CHARACTER_INSTRUCTION,
+            distractor,
         )
     key, value = draw_needle(spec.seed, sample_id)
     needle = spec.needle
@@ -151,8 +165,16 @@ def _build(
             f"the answer {texts.answer!r} takes {len(answer_ids)} tokens, more than --answer-budget "
             f"{spec.answer_budget}; raise --answer-budget"
         )
-    prompt_tokens = length - spec.answer_budget
-    built = assemble(prefix, suffix, haystack, texts.needle, prompt_tokens, depth)
+    placements = [(texts.needle, depth)] + ([texts.distractor] if texts.distractor else [])
+    built = assemble_needles(prefix, suffix, haystack, placements, length - spec.answer_budget)
+    needles = answer_spans = None
+    if texts.distractor:  # the needle (asked) and the distractor (never), listed as multi-needle samples do
+        needle_span, distractor_span = built.needle_spans
+        needles = [
+            PlacedNeedle(key=texts.key, value=texts.answer, span=needle_span, depth=depth, query=0),
+            PlacedNeedle(key=texts.key, value="", span=distractor_span, depth=texts.distractor[1]),
+        ]
+        answer_spans = [(0, len(answer_ids))]
     digest = hashlib.sha256(struct.pack(f"<{len(built.input_ids)}q", *built.input_ids)).hexdigest()
     return Sample(
         sample_id=sample_id,
@@ -167,8 +189,11 @@ def _build(
         input_ids=built.input_ids,
         answer_ids=answer_ids,
         prompt_tokens=len(built.input_ids),
-        needle_span=built.needle_span,
+        needle_span=built.needle_spans[0],
         haystack_span=built.haystack_span,
         chat_template=chat,
         prompt_sha256=digest,
+        needles=needles,
+        answers=None if needles is None else [texts.answer],
+        answer_value_spans=answer_spans,
     )

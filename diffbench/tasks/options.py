@@ -235,6 +235,7 @@ class NiahOptions(_Strict):
     kind: Literal["multikey", "multivalue", "multiquery"] | None = None
     values: Literal["numbers", "words", "uuids"] = "numbers"
     needle_style: Literal["magic", "literal", "nonliteral"] = "magic"
+    distractor: bool = False  # character needles only
 
     @model_validator(mode="after")
     def _resolves(self, info: ValidationInfo) -> NiahOptions:
@@ -287,6 +288,7 @@ class NiahOptions(_Strict):
                     kind=kind,
                     values=self.values,
                     needle_style=self.needle_style,
+                    distractor=self.distractor,
                 )
             )
         return specs
@@ -294,6 +296,11 @@ class NiahOptions(_Strict):
     def _check_needle_style(self, spelling: Spelling) -> None:
         """A character needle is one needle of its own: no custom needle, no multi-needle options."""
         if self.needle_style == "magic":
+            if self.distractor:
+                raise ValueError(
+                    f"{spelling.about('distractor')}{spelling.name('distractor')} names a character needle's "
+                    f"key: add {spelling.name('needle_style')} literal or nonliteral"
+                )
             return
         style = f"{spelling.name('needle_style')} {self.needle_style}"
         custom = [name for name, value in self.needle.model_dump().items() if value is not None]
