@@ -120,8 +120,7 @@ class CharacterNeedle:
     question: str
     answer_prefix: str
     key: str  # what the question names: the landmark (literal) or the city (nonliteral)
-    distractor: str | None = None  # a sentence naming the key without any character, or None
-    distractor_depth: float | None = None
+    distractor: tuple[str, float] | None = None  # a sentence naming the key and no character, its depth
 
 
 def draw_character(
@@ -139,13 +138,14 @@ def draw_character(
     asked = act.asked if style == "literal" else NONLITERAL_ACT
     asked = asked.replace("{landmark}", landmark).replace("{city}", city)
     key = landmark if style == "literal" else city
-    distractor_text = distractor_depth = None
+    placed = None
     if distractor:
         own = rng_for(seed, "character-distractor", cell)  # its own stream: the needle draws stay as they are
-        distractor_text = own.choice(DISTRACTORS).replace("{key}", key)
-        distractor_depth = round(own.uniform(0.0, 100.0), 2)
-        while abs(distractor_depth - depth) < MIN_DISTRACTOR_GAP:
-            distractor_depth = round(own.uniform(0.0, 100.0), 2)
+        text = own.choice(DISTRACTORS).replace("{key}", key)
+        at = round(own.uniform(0.0, 100.0), 2)
+        while abs(at - depth) < MIN_DISTRACTOR_GAP:
+            at = round(own.uniform(0.0, 100.0), 2)
+        placed = (text, at)
     return CharacterNeedle(
         name=name,
         landmark=landmark,
@@ -154,8 +154,7 @@ def draw_character(
         question=f"Which character {asked}?",
         answer_prefix=f"The character who {asked} is",
         key=key,
-        distractor=distractor_text,
-        distractor_depth=distractor_depth,
+        distractor=placed,
     )
 
 

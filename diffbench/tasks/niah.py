@@ -116,9 +116,6 @@ def needle_texts(
     the same in both character styles; ``mentioned``: what the haystack already names)."""
     if spec.needle_style != "magic":
         drawn = draw_character(spec.seed, cell, spec.needle_style, mentioned, depth, spec.distractor)
-        distractor = None
-        if drawn.distractor is not None and drawn.distractor_depth is not None:
-            distractor = (drawn.distractor, drawn.distractor_depth)
         return NeedleTexts(
             drawn.key,
             drawn.needle,
@@ -126,7 +123,7 @@ def needle_texts(
             drawn.name,
             drawn.answer_prefix,
             CHARACTER_INSTRUCTION,
-            distractor,
+            drawn.distractor,
         )
     key, value = draw_needle(spec.seed, sample_id)
     needle = spec.needle
