@@ -56,6 +56,12 @@ SHIPPED = {
         *("--lengths", "8k-64k", "--depths", "5", "--samples", "5", "--needles", "8", "--queries", "1"),
     ],
     "halluc-probes.toml": ["--lengths", "4k", "--depths", "5", "--samples", "100"],
+    "nonliteral-4k-32k.toml": [
+        *("--lengths", "4k-32k", "--depths", "5", "--samples", "5", "--needle-style", "nonliteral"),
+    ],
+    "literal-4k-32k.toml": [
+        *("--lengths", "4k-32k", "--depths", "5", "--samples", "5", "--needle-style", "literal"),
+    ],
 }
 HALLUC_SHIPPED = {"halluc-probes.toml"}
 MINIMAL = 'format = 1\ntask = "niah"\nlengths = "1k-4k"\ndepths = 5\n'
