@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import run_factory
 from test_context import haystack_without_needle, sentence_starts
 from typer.testing import CliRunner
 
@@ -251,3 +252,74 @@ def test_a_task_file_takes_the_style(tmp_path: Path) -> None:
     path.write_text(text + "needles = 2\n")
     with pytest.raises(UsageError, match="needle_style literal hides one character needle of its own"):
         load_task_file(path)
+
+
+# ----------------------------------------------------------------------------- report --control
+
+
+def styled(style: str, distractor: bool = False, lengths: list[int] | None = None) -> NiahSpec:
+    update = {"needle_style": style, "distractor": distractor}
+    return run_factory.spec(lengths=lengths).model_copy(update=update)
+
+
+def styled_ids(task_spec: NiahSpec) -> list[str]:
+    prefix = f"niah-{task_spec.needle_style}" + ("-distractor" if task_spec.distractor else "")
+    return [sample_id.replace("niah/", f"{prefix}/") for sample_id in run_factory.sample_ids(task_spec)]
+
+
+def write_styled(directory: Path, task_spec: NiahSpec, models: dict[str, Any]) -> Path:
+    return run_factory.write_run(directory, task_spec, models, ids=styled_ids(task_spec))
+
+
+def test_report_pairs_a_run_with_its_control_sample_by_sample(tmp_path: Path) -> None:
+    """60 paired samples; the nonliteral run loses 20 of the 1K ones that the literal control gets right."""
+    lost_at_1k = run_factory.wrong_first(20, among=lambda sample_id: "/1024/" in sample_id)
+    control = write_styled(tmp_path / "literal", styled("literal"), {"m": run_factory.always(True)})
+    run = write_styled(tmp_path / "nonliteral", styled("nonliteral"), {"m": lost_at_1k, "other": lost_at_1k})
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(run), "--control", str(control), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "Against the control: nonliteral needles, control literal" in result.stdout
+    assert "the control run literal has no model other: it is not paired" in result.stderr
+    rows = {row["length"]: row for row in json.loads((out / "report.json").read_text())["control"]}
+    assert set(rows) == {"1K", "2K", "all"}
+    assert (rows["1K"]["n"], rows["2K"]["n"], rows["all"]["n"]) == (30, 30, 60)
+    assert rows["all"]["accuracy"] == pytest.approx(40 / 60) and rows["all"]["control_accuracy"] == 1.0
+    assert rows["1K"]["delta"] == pytest.approx(-20 / 30) and rows["2K"]["delta"] == 0.0
+    assert rows["all"]["delta"] == pytest.approx(-20 / 60)
+    assert rows["all"]["delta_low"] < -20 / 60 < rows["all"]["delta_high"] < 0  # the bootstrap excludes 0
+    assert (rows["all"]["only_control"], rows["all"]["only_here"]) == (20, 0)
+    assert rows["all"]["mcnemar_p"] == pytest.approx(2 * 0.5**20, rel=1e-4)
+    assert rows["all"]["logprob_delta"] == pytest.approx((-9.0 + 0.5) * 20 / 60)  # run_factory's log-probs
+    assert "control.csv" in {path.name for path in out.iterdir()}
+
+
+def test_a_distractor_run_pairs_with_the_same_style_without_it(tmp_path: Path) -> None:
+    control = write_styled(tmp_path / "plain", styled("nonliteral"), {"m": run_factory.always(True)})
+    run = write_styled(tmp_path / "distracted", styled("nonliteral", True), {"m": run_factory.always(False)})
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(run), "--control", str(control), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    (row,) = [r for r in json.loads((out / "report.json").read_text())["control"] if r["length"] == "all"]
+    assert (row["needles"], row["control"], row["delta"]) == ("nonliteral + distractor", "nonliteral", -1.0)
+
+
+@pytest.mark.parametrize(
+    ("control_spec", "message"),
+    [
+        (run_factory.spec(), "magic-number needles pair with nothing"),
+        (styled("literal", lengths=[1024]), "its task spec also differs in lengths"),
+        (styled("nonliteral"), "it asks the needles the same way"),
+    ],
+)
+def test_a_control_that_does_not_pair_is_refused_in_one_line(
+    tmp_path: Path, control_spec: NiahSpec, message: str
+) -> None:
+    run = write_styled(tmp_path / "run", styled("nonliteral"), {"m": run_factory.always(True)})
+    ids = None if control_spec.needle_style == "magic" else styled_ids(control_spec)
+    everything = {"m": run_factory.always(True)}
+    control = run_factory.write_run(tmp_path / "control", control_spec, everything, ids=ids)
+    args = ["report", str(run), "--control", str(control), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -38,6 +38,13 @@ def report(
             help="Folder for heatmaps and tables (default: RUN_DIR/report; reports/<time> for several)."
         ),
     ] = None,
+    control: Annotated[
+        Path | None,
+        typer.Option(
+            help="A run of the same character needles asked another way (--needle-style literal for a "
+            "nonliteral run, or without --distractor): each model paired with it sample by sample.",
+        ),
+    ] = None,
     family: Annotated[
         list[str] | None,
         typer.Option(
@@ -51,7 +58,7 @@ def report(
     with user_errors():
         from diffbench.report.compare import build_report, report_csv, report_markdown, terminal_tables
 
-        result = build_report(run_dirs, reference, out, family)
+        result = build_report(run_dirs, reference, out, family, control)
         for note in result.notes:
             stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         if table_format is TableFormat.csv:

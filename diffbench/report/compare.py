@@ -98,6 +98,7 @@ class ComparisonReport:
     halluc: HallucSummary | None = None  # halluc runs: the probe summary (report/halluc.py summarize)
     families: FamilyView | None = None  # niah runs with several seeds of a variant (report/families.py)
     cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # per model: variant, layout, KV, throughput
+    control: pd.DataFrame = field(default_factory=pd.DataFrame)  # --control: report/needle_control.py
 
 
 COST_TITLE = "Cost per model"
@@ -188,12 +189,17 @@ def resolve_reference(models: list[str], reference: str | None, runs: list[Run])
 
 
 def build_report(
-    directories: list[Path], reference: str | None, out: Path | None, family_options: list[str] | None = None
+    directories: list[Path],
+    reference: str | None,
+    out: Path | None,
+    family_options: list[str] | None = None,
+    control: Path | None = None,
 ) -> ComparisonReport:
     """Load, check comparability, aggregate, and write every file of the report.
 
     ``family_options`` (``--family NAME=A,B``) group models into variants; without them, names that
-    differ only by a ``-sN`` seed suffix are grouped.
+    differ only by a ``-sN`` seed suffix are grouped. ``control``: a run of the same character needles
+    asked another way, paired with these runs sample by sample (report/needle_control.py).
     """
     if not directories:
         raise UsageError("pass at least one run directory")
@@ -231,6 +237,16 @@ def build_report(
     if halluc is None and models:
         families = explicit_families(family_options, models) if family_options else detect_families(models)
         report.families = family_view(frame, families, reference)
+    if control is not None:
+        from diffbench.report.needle_control import control_table
+
+        control_run = load_report_run(control)
+        if control_run.run_id in ids:
+            raise UsageError(
+                f"--control {control_run.run_id!r} is also a reported run; pass it once, as --control"
+            )
+        report.control, control_notes = control_table(runs, control_run)
+        report.notes += control_notes
     report.notes += _notes(report)
     _write_heatmaps(report)
     labels = label_models(runs)
@@ -335,6 +351,11 @@ def report_markdown(report: ComparisonReport) -> str:
         lines.append(markdown_table(*effective_cells(report.effective)))
         lines += ["## Accuracy by length (Wilson 95% intervals; Δ: paired bootstrap 95% intervals)", ""]
         lines.append(markdown_table(*comparison_cells(report.comparison, report.reference)))
+    if not report.control.empty:
+        from diffbench.report.needle_control import CAPTION, control_cells, control_title
+
+        lines += [f"## {control_title(report.control)}", "", CAPTION + ".", ""]
+        lines.append(markdown_table(*control_cells(report.control)))
     if not report.cost.empty:
         lines += [f"## {COST_TITLE}", "", COST_CAPTION + ".", ""]
         lines.append(markdown_table(*cost_cells(report.cost)))
@@ -364,6 +385,10 @@ def terminal_tables(report: ComparisonReport) -> list[Any]:
     tables = (
         summary_renderables(report.halluc) if report.halluc is not None else _accuracy_rich_tables(report)
     )
+    if not report.control.empty:
+        from diffbench.report.needle_control import CAPTION, control_cells, control_title
+
+        tables.append(rich_table(*control_cells(report.control), control_title(report.control), CAPTION))
     if not report.cost.empty:
         tables.append(rich_table(*cost_cells(report.cost), COST_TITLE, COST_CAPTION))
     if report.attention is not None:
@@ -455,6 +480,8 @@ def report_payload(report: ComparisonReport) -> dict[str, Any]:
         payload["comparison"] = records(report.comparison)
         if report.families is not None:
             payload["families"] = report.families.payload()
+    if not report.control.empty:
+        payload["control"] = records(report.control)
     payload["cost"] = records(report.cost) if not report.cost.empty else []
     payload["notes"] = report.notes
     if report.attention is not None:
@@ -485,6 +512,8 @@ def _write_tables(report: ComparisonReport) -> None:
         paths["effective_length.csv"] = str(effective.to_csv(index=False, lineterminator="\n"))
         if report.families is not None:
             paths["families.csv"] = families_csv(report.families)
+        if not report.control.empty:
+            paths["control.csv"] = str(report.control.to_csv(index=False, lineterminator="\n"))
     for name, text in paths.items():
         atomic_write_text(report.out / name, text)
         report.files.append(report.out / name)

@@ -1,0 +1,143 @@
+"""`diffbench report RUN --control CONTROL`: character needles against the same needles asked another way.
+
+Both character styles (and a run with or without ``--distractor``) hide the same character at the same
+landmark, with the same wording and depth, for a given seed and cell (tasks/character_needles.py). A
+nonliteral run and its literal control therefore pair sample by sample: where only the nonliteral one
+fails, the model found the needle when the question named it but did not make the association. This
+module pairs them by cell (length, depth, sample index) per model and gives the difference with a paired
+bootstrap interval and McNemar's exact test, per length and over all lengths.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from diffbench.errors import UsageError
+from diffbench.report.runs import Run, combined_frame
+from diffbench.report.summary import ALL_LENGTHS
+from diffbench.specs import NiahSpec, spec_difference
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PAIRED_FIELDS = {"needle_style", "distractor"}  # what may differ between a run and its control
+TITLE = "Against the control"
+CAPTION = (
+    "Each model's accuracy here and on the control's same needles, paired by cell (length, depth, sample); "
+    "Δ = here − control with a paired bootstrap 95% interval; McNemar's exact p over the discordant pairs; "
+    "Δ log-prob: the mean paired difference in the answer's log-probability (nats), which moves where "
+    "accuracy cannot"
+)
+
+
+def needles_label(spec: NiahSpec) -> str:
+    """How a run's needles are asked: 'nonliteral', 'literal + distractor', ..."""
+    return spec.needle_style + (" + distractor" if spec.distractor else "")
+
+
+def check_control(runs: list[Run], control: Run) -> None:
+    """Refuse a control that is not the runs' character-needle grid asked another way."""
+    for run in runs:
+        spec, own = run.manifest.spec, control.manifest.spec
+        if not (isinstance(spec, NiahSpec) and isinstance(own, NiahSpec)):
+            raise UsageError(f"--control {control.run_id!r}: a control pairs niah runs of character needles")
+        fields = set(spec_difference(spec, own))
+        styles = (spec.needle_style, own.needle_style)
+        if "magic" in styles or not fields or not fields <= PAIRED_FIELDS:
+            differs = ", ".join(sorted(fields - PAIRED_FIELDS)) if fields - PAIRED_FIELDS else None
+            why = (
+                f"its task spec also differs in {differs}"
+                if differs
+                else (
+                    "it asks the needles the same way"
+                    if not fields
+                    else "magic-number needles pair with nothing"
+                )
+            )
+            raise UsageError(
+                f"--control {control.run_id!r} cannot pair with run {run.run_id!r}: {why}; a control is the "
+                "same grid of character needles in the other --needle-style, or with/without --distractor"
+            )
+    if not control.records:
+        raise UsageError(f"--control {control.run_id!r} has no records yet; run it first")
+
+
+def control_table(runs: list[Run], control: Run, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """One row per model × length (and over all lengths) for each model the control also ran, and notes
+    naming the models it did not run."""
+    import pandas as pd
+
+    from diffbench.lengths import format_length
+    from diffbench.stats import paired_comparison
+
+    check_control(runs, control)
+    here, there = _by_cell(combined_frame(runs)), _by_cell(combined_frame([control]))
+    label = needles_label(control.manifest.spec)  # type: ignore[arg-type]  # checked: a NiahSpec
+    rows: list[dict[str, Any]] = []
+    notes = []
+    for model, own in here.groupby("model", sort=False):
+        theirs = there[there["model"] == model]
+        if theirs.empty:
+            notes.append(f"the control run {control.run_id} has no model {model}: it is not paired")
+            continue
+        paired = own.merge(theirs, on=["cell", "target_length"], suffixes=("", "_control"))
+        lengths = sorted(paired["target_length"].unique())
+        slices = [(format_length(int(n)), paired[paired["target_length"] == n]) for n in lengths]
+        for length, part in [*slices, (ALL_LENGTHS, paired)]:
+            result = paired_comparison(part["correct_control"], part["correct"], seed=seed)
+            rows.append(
+                {
+                    "model": model,
+                    "length": length,
+                    "n": result.n,
+                    "needles": needles_label(runs[0].manifest.spec),  # type: ignore[arg-type]
+                    "accuracy": float(part["correct"].mean()),
+                    "control": label,
+                    "control_accuracy": float(part["correct_control"].mean()),
+                    "delta": result.difference,
+                    "delta_low": result.low,
+                    "delta_high": result.high,
+                    "only_here": result.only_second,
+                    "only_control": result.only_first,
+                    "mcnemar_p": result.mcnemar_p,
+                    "logprob_delta": float((part["answer_logprob"] - part["answer_logprob_control"]).mean()),
+                }
+            )
+    return pd.DataFrame(rows), notes
+
+
+def _by_cell(frame: pd.DataFrame) -> pd.DataFrame:
+    """Verdicts keyed by cell: the sample id less its task ('niah-literal/4096/50/0' → '4096/50/0')."""
+    cells = frame["sample_id"].str.split("/", n=1).str[1]
+    return frame.assign(cell=cells, correct=frame["correct"].astype(float))[
+        ["model", "cell", "target_length", "correct", "answer_logprob"]
+    ]
+
+
+def control_title(table: pd.DataFrame) -> str:
+    """The table's title, naming both ways of asking: 'Against the control: nonliteral, control literal'."""
+    first = table.iloc[0]
+    return f"{TITLE}: {first['needles']} needles, control {first['control']}"
+
+
+def control_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and text cells of the control table, shared by the terminal and Markdown views."""
+    from diffbench.report.tables import interval_text, number_text
+
+    headers = ["model", "length", "n", "accuracy", "control", "Δ", "Δ 95% CI", "McNemar p", "Δ log-prob"]
+    cells = []
+    for row in table.to_dict(orient="records"):
+        cells.append(
+            [
+                str(row["model"]),
+                str(row["length"]),
+                str(row["n"]),
+                number_text(row["accuracy"]),
+                number_text(row["control_accuracy"]),
+                number_text(row["delta"], "{:+.3f}"),
+                interval_text(row["delta_low"], row["delta_high"], "{:+.3f}"),
+                number_text(row["mcnemar_p"], "{:.3g}"),
+                number_text(row["logprob_delta"], "{:+.2f}"),
+            ]
+        )
+    return headers, cells
