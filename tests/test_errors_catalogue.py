@@ -1252,6 +1252,17 @@ CASES = [
     # report, leaderboard, check
     Case("E-REPORT-SAME-RUN-TWICE", ["report", "{run}", "{run}"], "the same run directory is given twice"),
     Case(
+        "E-REPORT-CONTROL-UNPAIRED",
+        ["report", "{run}", "--control", "{tmp}/run"],
+        "cannot pair with run",
+        prepare=copy_dir("run", "run", another_run_with_another_seed),
+    ),
+    Case(
+        "E-REPORT-CONTROL-REPORTED",
+        ["report", "{run}", "--control", "{run}"],
+        "is also a reported run; pass it once, as --control",
+    ),
+    Case(
         "E-REPORT-SAMPLE-SETS-DIFFER",
         ["report", "{run}", "{tmp}/run"],
         "have different sample sets (their task specs differ in",

@@ -241,7 +241,7 @@ def build_report(
         from diffbench.report.needle_control import control_table
 
         control_run = load_report_run(control)
-        if control_run.run_id in ids:
+        if control_run.directory.resolve() in {run.directory.resolve() for run in runs}:
             raise UsageError(
                 f"--control {control_run.run_id!r} is also a reported run; pass it once, as --control"
             )
