@@ -39,6 +39,7 @@ TOLERANCE = 1e-5
 LENGTH, ROWS, VOCAB = 48, 5, 97
 # needle [20, 26) with its answer [22, 25), haystack [8, 36): every region has keys
 NEEDLE, HAYSTACK, ANSWER = (20, 26), (8, 36), (22, 25)
+DISTRACTOR = (10, 13)  # inside the haystack, before the needle
 MODELS = [
     ("llama", 2),
     ("llama", 1),
@@ -135,7 +136,7 @@ def test_head_records_equal_statistics_of_the_eager_maps(variant: str, kv_heads:
     """Shares, net maps with λ, negative share, entropies and redundancy, recomputed from eager maps."""
     model = sharp_model(variant, kv_heads)
     ids = sequence()
-    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER, distractors=[DISTRACTOR])
     captured = capture_rows(model, ids, ROWS, prefill_chunk=7)
     eager, lambdas = eager_pass(model, ids)
     version = VERSION[variant]
@@ -186,7 +187,7 @@ def test_head_records_equal_statistics_of_the_eager_maps(variant: str, kv_heads:
 def test_softmax_shares_of_a_row_sum_to_one(variant: str, kv_heads: int) -> None:
     model = sharp_model(variant, kv_heads)
     captured = capture_rows(model, sequence(), ROWS)
-    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER, distractors=[DISTRACTOR])
     version = VERSION[variant]
     for capture in captured.layers:
         for record in layer_head_records(capture, labels, "diff" if version else "baseline", version):
@@ -204,7 +205,7 @@ def test_softmax_shares_of_a_row_sum_to_one(variant: str, kv_heads: int) -> None
 @pytest.mark.parametrize(("variant", "kv_heads"), [("llama", 1), ("diff_v1", 2), ("diff_v2", 2)])
 def test_chunk_sizes_do_not_change_the_records(variant: str, kv_heads: int) -> None:
     model = sharp_model(variant, kv_heads)
-    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER, distractors=[DISTRACTOR])
     version = VERSION[variant]
     kind = "diff" if version else "baseline"
     results = []
@@ -230,6 +231,19 @@ def test_key_labels_partition_the_sequence() -> None:
     assert name[8:20] == ["noise"] * 12 and name[26:36] == ["noise"] * 10
     assert name[20:22] == ["needle"] * 2 and name[22:25] == ["answer"] * 3 and name[25] == "needle"
     assert name[36:] == ["question"] * (LENGTH - 36)
+    with_distractor = [CATEGORIES[i] for i in key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER, 4, [DISTRACTOR])]
+    assert with_distractor[10:13] == ["distractor"] * 3
+    assert [n for i, n in enumerate(with_distractor) if i not in range(10, 13)] == name[:10] + name[13:]
+
+
+def test_a_sample_without_a_distractor_has_no_distractor_share() -> None:
+    """Null, not 0: a region that is not there is left out of means (attention_summary), never averaged in."""
+    model = sharp_model("diff_v1", 2)
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    for capture in capture_rows(model, sequence(), ROWS).layers:
+        for record in layer_head_records(capture, labels, "diff", VERSION["diff_v1"]):
+            assert record["distractor"] is record["pos_distractor"] is record["neg_distractor"] is None
+            assert isinstance(record["noise"], float) and isinstance(record["pos_noise"], float)
 
 
 # --- DEX: the maps are the baseline's; the value side is measured --------------------------------
@@ -240,7 +254,7 @@ def test_dex_reports_the_relative_norm_of_its_value_term(tiny_llama: Any) -> Non
 
     model = copy.deepcopy(tiny_llama)
     ids = sequence()
-    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER)
+    labels = key_labels(LENGTH, NEEDLE, HAYSTACK, ANSWER, distractors=[DISTRACTOR])
     base = [
         r for c in capture_rows(model, ids, ROWS).layers for r in layer_head_records(c, labels, "baseline")
     ]
@@ -354,13 +368,16 @@ def test_attn_cli_writes_records_summary_and_plots(
     assert len(records) == 4 * 2 * (4 + 2)
     assert {r["variant"] for r in records} == {"baseline", "diff"}
     for record in records:
-        assert sum(record[name] for name in PARTITION) == pytest.approx(1.0, abs=TOLERANCE)
+        assert record["distractor"] is None  # magic needles: no distractor region
+        shares = [record[name] for name in PARTITION if name != "distractor"]
+        assert sum(shares) == pytest.approx(1.0, abs=TOLERANCE)
     manifest = json.loads((out / "attention_manifest.json").read_text())
     assert manifest["status"] == "complete" and len(manifest["models"]) == 2
     assert manifest["options"] == {"key_chunk": 100, "prefill_chunk": 4096}
     summary = json.loads((out / "attention_summary.json").read_text())
     assert [row["model"] for row in summary["models"]] == ["tiny-llama", "tiny-diffllama"]
     assert len(summary["layers"]) == 4 and len(summary["grid"]) == 8
+    assert all(row["distractor"] is None for row in summary["models"])
     diff_row = next(row for row in summary["models"] if row["variant"] == "diff")
     assert diff_row["negative_share"] is not None and 0.0 <= diff_row["negative_share"] <= 1.0
     for name in ["attention_layers", "attention_heads_tiny-llama", "attention_grid_tiny-diffllama"]:

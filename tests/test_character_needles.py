@@ -323,3 +323,22 @@ def test_a_control_that_does_not_pair_is_refused_in_one_line(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_attn_measures_the_attention_on_the_distractor(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """The distractor is its own region: every softmax row's shares, distractor included, sum to 1."""
+    from diffbench.analysis.attention_mass import PARTITION
+
+    out = tmp_path / "attn"
+    args = ["attn", "-m", str(tiny_llama_dir), "--lengths", "384", "--depths", "0,100", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--needle-style", "nonliteral", "--distractor"])
+    assert result.exit_code == 0, result.stderr
+    assert "distractor" in result.stdout
+    records = [json.loads(line) for line in (out / "attention.jsonl").read_text().splitlines()]
+    assert records and all(0.0 < record["distractor"] < 1.0 for record in records)
+    for record in records:
+        assert sum(record[name] for name in PARTITION) == pytest.approx(1.0, abs=1e-5)
+    summary = json.loads((out / "attention_summary.json").read_text())
+    (row,) = summary["models"]
+    mean = sum(record["distractor"] for record in records) / len(records)
+    assert row["distractor"] == pytest.approx(mean, abs=1e-6)

@@ -19,6 +19,8 @@ Per map, per head, the mass of each row falls into key regions that partition th
     noise     the haystack without the needle
     needle    the needle sentence; ``answer`` is its answer tokens, reported again on their own
     question  everything after the haystack: question, template, answer prefix, answer tokens so far
+    distractor  a character needle's distractor sentence (``niah --distractor``), taken out of the
+              noise; null on samples that have none
 
 Maps per variant (a map's rows sum to 1 when it is a softmax):
 - baseline, DEX: each query head's softmax map. DEX leaves the maps unchanged and acts on the value
@@ -51,8 +53,8 @@ from diffbench.errors import UsageError
 from diffbench.haystack.fit import answer_span
 
 SINK_TOKENS = 4
-CATEGORIES = ("sink", "prefix", "noise", "needle", "answer", "question")  # key labels 0..5
-PARTITION = ("sink", "prefix", "noise", "needle", "question")  # needle includes answer: these sum to 1
+CATEGORIES = ("sink", "prefix", "noise", "needle", "answer", "question", "distractor")  # key labels 0..6
+PARTITION = ("sink", "prefix", "noise", "needle", "question", "distractor")  # needle holds answer: sum 1
 CAPTURE_ATTENTION = "diffbench_capture"
 CAPTURE_SLOT = "_diffbench_capture"
 DEFAULT_KEY_CHUNK = 8192
@@ -73,17 +75,21 @@ def key_labels(
     haystack_span: Span,
     answer: Span | list[Span],
     sinks: int = SINK_TOKENS,
+    distractors: list[Span] | None = None,
 ) -> Any:
     """Region index (into CATEGORIES) of each of ``length`` key positions; earlier rules give way to later.
 
-    A multi-needle sample passes a list of spans: its asked needles and their answers (the distractor
-    needles stay in the noise, which is what they are to the question).
+    A multi-needle sample passes a list of spans: its asked needles and their answers (the unasked
+    needles stay in the noise, which is what they are to the question). ``distractors``: the spans of a
+    character needle's distractor sentences, which the question matches word for word.
     """
     import torch
 
     labels = torch.full((length,), CATEGORIES.index("prefix"), dtype=torch.long)
     labels[haystack_span[0] : haystack_span[1]] = CATEGORIES.index("noise")
     labels[haystack_span[1] :] = CATEGORIES.index("question")
+    for start, end in distractors or []:
+        labels[start:end] = CATEGORIES.index("distractor")
     for start, end in _span_list(needle_span):
         labels[start:end] = CATEGORIES.index("needle")
     for start, end in _span_list(answer):
@@ -470,6 +476,7 @@ def layer_head_records(
             acc.net_absolute += maps.abs().sum(-1)
         acc.gram += torch.einsum("hrc,grc->rhg", maps, maps)
     redundancy = _redundancy(acc.gram)  # (H',)
+    no_distractor = not bool((labels == CATEGORIES.index("distractor")).any())
     group = heads // int(capture.key.shape[0])
     records = []
     for index, head in enumerate(pairing.positive):
@@ -491,6 +498,8 @@ def layer_head_records(
             record["neg_entropy"] = _mean(acc.entropy[negative])
             record["query_heads"] = [head, negative]
         record["redundancy"] = None if primary < 2 else float(redundancy[index])
+        if no_distractor:  # no such region: null, left out of means (not a share of 0)
+            record.update({key: None for key in record if key.endswith("distractor")})
         records.append(record)
     dex = getattr(capture.module, "dex", None)
     if dex is not None and lam is None:
@@ -613,7 +622,8 @@ def analyse_sample(
     ids = list(sample.input_ids)
     spans = [answer_span(ids, needle, value, tokenizer) for needle, value in asked]
     needles = [needle for needle, _ in asked]
-    labels = key_labels(len(sequence), needles, tuple(sample.haystack_span), spans)
+    distractors = [tuple(n.span) for n in sample.needles or [] if n.query is None and not n.value]
+    labels = key_labels(len(sequence), needles, tuple(sample.haystack_span), spans, distractors=distractors)
     records: list[dict[str, Any]] = []
     for capture in captured.layers:
         records.extend(layer_head_records(capture, labels, variant, version, key_chunk))

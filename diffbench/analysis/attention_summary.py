@@ -10,7 +10,7 @@ from typing import Any
 from diffbench.analysis.attention_files import RECORDS, SAMPLE_RESULTS, SCHEMA_VERSION
 
 SHARE_COLUMNS = ("answer", "needle", "noise", "sink", "question", "prefix")
-OPTIONAL_COLUMNS = ("negative_share", "lambda", "dex_relative_norm", "lookback")
+OPTIONAL_COLUMNS = ("negative_share", "lambda", "dex_relative_norm", "lookback", "distractor")
 VERDICT_COLUMNS = (
     "model",
     "sample_id",

@@ -96,6 +96,8 @@ def print_attention(summary: dict[str, Any]) -> None:
         )
         if row.get("answer_over_net") is not None:
             extra += f", answer over net mass {row['answer_over_net']:.3f}"
+        if row.get("distractor") is not None:
+            extra += f", distractor {row['distractor']:.3f}"
         if row.get("dex_relative_norm") is not None:
             extra += f", DEX value term {row['dex_relative_norm']:.3f} of ||O||"
         verdicts = f"over {row['samples']} samples"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 SHARES = ("answer", "noise")
 EXTRAS = {  # optional per-model columns: summary field → header
+    "distractor": "distractor",
     "negative_share": "negative",
     "answer_over_net": "answer ÷ net",
     "dex_relative_norm": "DEX ‖λ·f_D(O)‖/‖O‖",
@@ -33,7 +34,8 @@ CAPTION = (
     "(haystack without the needle); mean over layers, heads and samples. Diff: net map A1 − λ·A2 over its "
     "absolute mass, negative = its negative part, answer ÷ net = its answer mass over the net mass (the "
     "paper's normalisation; none where λ ≥ 1). DEX: softmax maps (unchanged by DEX) and the relative "
-    "norm of its value-side term."
+    "norm of its value-side term. distractor: on a character needle's distractor sentence, which the "
+    "question matches word for word (taken out of the noise)."
 )
 
 SHORT_CAPTION = "shares of the attention at the answer rows (diff: net map; negative: its negative part)"
