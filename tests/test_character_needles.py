@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -342,3 +343,77 @@ def test_attn_measures_the_attention_on_the_distractor(tiny_llama_dir: Path, tmp
     (row,) = summary["models"]
     mean = sum(record["distractor"] for record in records) / len(records)
     assert row["distractor"] == pytest.approx(mean, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- the association check
+
+
+def test_the_association_check_scores_the_city_with_no_document(tiny_llama: Any, tiny_tokenizer: Any) -> None:
+    """Log-prob of " Paris" after the closed-book question, recomputed from one plain forward pass."""
+    import torch
+
+    from diffbench.engine.runner import association_knowledge
+    from diffbench.models.load import LoadedModel
+
+    samples = [SimpleNamespace(needle_text=f"{name} lives next to the Louvre.") for name in ("Yuki", "Omar")]
+    samples.append(SimpleNamespace(needle_text="Omar sketched Big Ben."))
+    loaded = LoadedModel(tiny_llama, tiny_tokenizer, None)  # type: ignore[arg-type]
+    known = association_knowledge(loaded, samples, character_spec("nonliteral"))  # type: ignore[arg-type]
+    assert list(known) == ["the Louvre", "Big Ben"]  # once per landmark
+    text = "Answer briefly.\n\nIn which city is the Louvre?\n\nThe Louvre is in"
+    prompt = tiny_tokenizer(text)["input_ids"]
+    answer = tiny_tokenizer(" Paris", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = tiny_llama(input_ids=torch.tensor([prompt + answer])).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+    expected = float(logprobs[torch.arange(len(answer)), answer].sum())
+    greedy = bool((logprobs.argmax(-1) == torch.tensor(answer)).all())
+    louvre = known["the Louvre"]
+    assert (louvre["city"], louvre["known"]) == ("Paris", greedy)
+    assert louvre["logprob"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_records_and_summary_carry_the_association_check(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["niah", "-m", str(tiny_llama_dir), "--lengths", "384", "--depths", "5", "--samples", "2"]
+    result = CliRunner().invoke(app, [*args, "--needle-style", "literal", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    records = [Record.model_validate_json(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    by_landmark: dict[str, dict[str, Any]] = {}
+    for record in records:
+        assert record.details is not None
+        association = record.details["association"]
+        assert (association["landmark"], association["city"]) in LANDMARKS
+        assert association["logprob"] < 0 and isinstance(association["known"], bool)
+        assert by_landmark.setdefault(association["landmark"], association) == association  # once per model
+    (row,) = json.loads(result.stdout)["models"]
+    known = [bool(record.details and record.details["association"]["known"]) for record in records]
+    assert row["association_known"] == pytest.approx(sum(known) / len(known), abs=1e-6)
+    magic = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "magic"), "--json"])
+    assert "association_known" not in json.loads(magic.stdout)["models"][0]
+    assert all(
+        json.loads(line)["details"] is None
+        for line in (tmp_path / "magic" / "records.jsonl").read_text().splitlines()
+    )
+
+
+def test_the_control_report_has_a_row_for_the_known_associations(tmp_path: Path) -> None:
+    """Half the samples' associations are known: the 'all, known' row pairs those 30 only."""
+    lost = run_factory.wrong_first(20, among=lambda sample_id: sample_id.endswith(("/0", "/1", "/2", "/3")))
+    control = write_styled(tmp_path / "literal", styled("literal"), {"m": run_factory.always(True)})
+    run = write_styled(tmp_path / "nonliteral", styled("nonliteral"), {"m": lost})
+    for directory in (control, run):
+        lines = []
+        for line in (directory / "records.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            known = int(record["sample_id"].rsplit("/", 1)[1]) < 5
+            record["details"] = {"association": {"landmark": "the Louvre", "city": "Paris", "known": known}}
+            lines.append(json.dumps(record) + "\n")
+        (directory / "records.jsonl").write_text("".join(lines))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(run), "--control", str(control), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    rows = {row["length"]: row for row in json.loads((out / "report.json").read_text())["control"]}
+    assert rows["all"]["n"] == 60 and rows["all, known"]["n"] == 30
+    assert rows["all, known"]["delta"] == pytest.approx(-20 / 30)  # every loss is at an index below 5
+    assert rows["all"]["delta"] == pytest.approx(-20 / 60)

@@ -286,6 +286,14 @@ def execute_niah(
             f"{row['model']} ({row['variant']}): accuracy {row['accuracy']:.3f}{recall} "
             f"over {row['n']} samples{forced}"
         )
+        if row.get("association_known") is not None:
+            where = row.get("accuracy_where_known")
+            there = f", accuracy {where:.3f} on those" if where is not None and where == where else ""
+            stdout.print(
+                f"  {row['model']} names the landmark's city with no document for "
+                f"{row['association_known']:.0%} of the needles{there}",
+                highlight=False,
+            )
         audit = report.summary.get("precision_audit", {}).get(row["model"])
         warning = audit_warning(row["model"], audit) if audit else None
         if warning:

@@ -31,7 +31,13 @@ def value_ended(tokenizer: Any, sample: Sample, scored: AnswerScore, start: int,
 
 
 def record_for(
-    loaded: LoadedModel, sample: Sample, spec: NiahSpec, run_id: str, scored: AnswerScore, seconds: float
+    loaded: LoadedModel,
+    sample: Sample,
+    spec: NiahSpec,
+    run_id: str,
+    scored: AnswerScore,
+    seconds: float,
+    details: dict[str, Any] | None = None,
 ) -> Record:
     """Teacher-forced verdict always; with spec.generate the greedy text scored by RULER's rules instead.
 
@@ -104,7 +110,48 @@ def record_for(
         seconds=round(seconds, 4),
         recall=recall,
         needles=needles,
+        details=details,
     )
+
+
+ASSOCIATION_INSTRUCTION = "Answer briefly."
+
+
+def association_knowledge(
+    loaded: LoadedModel, samples: list[Sample], spec: NiahSpec
+) -> dict[str, dict[str, Any]]:
+    """Per landmark of the character needles in ``samples``: whether the model names its city with no
+    document (teacher-forced, every token the argmax) and the city's log-prob, in the run's frame.
+
+    A non-literal question needs that association; where the model lacks it, a miss says nothing about
+    retrieval. NoLiMa keeps only needles whose associations the model knows; diffbench keeps every
+    needle and records this beside each verdict (``details.association``), so reports can split on it.
+    """
+    from diffbench.engine.teacher_forcing import score_answer
+    from diffbench.haystack.fit import SegmentEncoder
+    from diffbench.tasks.character_needles import association_in, knowledge_question
+    from diffbench.tasks.prompt import prompt_frame, use_chat_template
+
+    encoder = SegmentEncoder(loaded.tokenizer)
+    chat = use_chat_template(loaded.tokenizer, spec.chat_template)
+    known: dict[str, dict[str, Any]] = {}
+    for sample in samples:
+        pair = association_in(sample.needle_text)
+        if pair is None or pair[0] in known:
+            continue
+        landmark, city = pair
+        question, answer_prefix = knowledge_question(landmark)
+        prefix, suffix = prompt_frame(
+            loaded.tokenizer, encoder, ASSOCIATION_INSTRUCTION, question, answer_prefix, chat
+        )
+        scored = score_answer(loaded.model, prefix + suffix, encoder.encode(" " + city))
+        known[landmark] = {
+            "landmark": landmark,
+            "city": city,
+            "known": scored.greedy_exact,
+            "logprob": round(scored.answer_logprob, 6),
+        }
+    return known
 
 
 def fork_hint(sample: Sample) -> int:
@@ -167,10 +214,15 @@ class NiahScoring:
     engine: SharedPrefixEngine
     results: Iterator[tuple[Sample, AnswerScore, float]]
     settings: dict[str, object]
+    associations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # character needles
 
     def records(self) -> Iterator[Record]:
+        from diffbench.tasks.character_needles import association_in
+
         for sample, scored, seconds in self.results:
-            yield record_for(self.loaded, sample, self.spec, self.run_id, scored, seconds)
+            pair = association_in(sample.needle_text) if self.associations else None
+            details = {"association": self.associations[pair[0]]} if pair else None
+            yield record_for(self.loaded, sample, self.spec, self.run_id, scored, seconds, details)
 
     def throughput(self) -> dict[str, object]:
         return dict(self.engine.prefill_rate())
@@ -203,6 +255,9 @@ class NiahTask(StoredTask):
     def scoring(
         self, loaded: LoadedModel, pending: list[Sample], run_id: str, options: EngineOptions
     ) -> NiahScoring:
+        associations = {}
+        if self.spec.needle_style != "magic":  # before the grid: a few dozen short prompts
+            associations = association_knowledge(loaded, pending, self.spec)
         memory, engine, results = score_samples(loaded, pending, self.spec, options)
         settings = {**memory.as_manifest(), "kv_bytes_per_token": kv_bytes_per_token(loaded.model)}
-        return NiahScoring(loaded, self.spec, run_id, engine, results, settings)
+        return NiahScoring(loaded, self.spec, run_id, engine, results, settings, associations)

@@ -21,12 +21,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PAIRED_FIELDS = {"needle_style", "distractor"}  # what may differ between a run and its control
+KNOWN = "all, known"  # the row over the samples whose landmark→city association the model knows
 TITLE = "Against the control"
 CAPTION = (
     "Each model's accuracy here and on the control's same needles, paired by cell (length, depth, sample); "
     "Δ = here − control with a paired bootstrap 95% interval; McNemar's exact p over the discordant pairs; "
     "Δ log-prob: the mean paired difference in the answer's log-probability (nats), which moves where "
-    "accuracy cannot"
+    "accuracy cannot; 'all, known': the samples whose landmark's city the model names with no document"
 )
 
 
@@ -83,7 +84,10 @@ def control_table(runs: list[Run], control: Run, seed: int = 0) -> tuple[pd.Data
         paired = own.merge(theirs, on=["cell", "target_length"], suffixes=("", "_control"))
         lengths = sorted(paired["target_length"].unique())
         slices = [(format_length(int(n)), paired[paired["target_length"] == n]) for n in lengths]
-        for length, part in [*slices, (ALL_LENGTHS, paired)]:
+        slices.append((ALL_LENGTHS, paired))
+        if paired["known"].any():  # the samples whose association the model knows (NoLiMa keeps only those)
+            slices.append((KNOWN, paired[paired["known"]]))
+        for length, part in slices:
             result = paired_comparison(part["correct_control"], part["correct"], seed=seed)
             rows.append(
                 {
@@ -108,10 +112,15 @@ def control_table(runs: list[Run], control: Run, seed: int = 0) -> tuple[pd.Data
 
 def _by_cell(frame: pd.DataFrame) -> pd.DataFrame:
     """Verdicts keyed by cell: the sample id less its task ('niah-literal/4096/50/0' → '4096/50/0')."""
+    from diffbench.report.summary import association_known
+
     cells = frame["sample_id"].str.split("/", n=1).str[1]
-    return frame.assign(cell=cells, correct=frame["correct"].astype(float))[
-        ["model", "cell", "target_length", "correct", "answer_logprob"]
-    ]
+    known = association_known(frame)
+    return frame.assign(
+        cell=cells,
+        correct=frame["correct"].astype(float),
+        known=False if known is None else known,
+    )[["model", "cell", "target_length", "correct", "answer_logprob", "known"]]
 
 
 def control_title(table: pd.DataFrame) -> str:

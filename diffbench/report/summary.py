@@ -64,7 +64,26 @@ def model_summary(frame: pd.DataFrame) -> pd.DataFrame:
     if agreement is not None:
         summary["teacher_forced_accuracy"] = summary["model"].map(agreement["accuracy"])
         summary["teacher_forced_agreement"] = summary["model"].map(agreement["agreement"])
+    known = association_known(frame)
+    if known is not None:  # character needles: how many associations the model knows, accuracy on those
+        marked = frame.assign(known=known)
+        summary["association_known"] = summary["model"].map(marked.groupby("model")["known"].mean())
+        where = marked[marked["known"]].groupby("model")["correct"].mean()
+        summary["accuracy_where_known"] = summary["model"].map(where)
     return summary
+
+
+def association_known(frame: pd.DataFrame) -> pd.Series | None:
+    """Per record of character needles, whether the model named the landmark's city with no document
+    (``details.association.known``, engine/runner.py); None when the records hold no such check."""
+    if "details" not in frame.columns:
+        return None
+    known = frame["details"].map(
+        lambda details: (details.get("association") or {}).get("known") if isinstance(details, dict) else None
+    )
+    if not known.notna().any():
+        return None
+    return known.fillna(False).astype(bool)
 
 
 def forced_agreement(frame: pd.DataFrame) -> pd.DataFrame | None:

@@ -158,6 +158,19 @@ def draw_character(
     )
 
 
+def association_in(needle_text: str) -> tuple[str, str] | None:
+    """The (landmark, city) a character needle names, read back from its text; None for other needles."""
+    found = [pair for pair in LANDMARKS if pair[0] in needle_text]
+    return max(found, key=lambda pair: len(pair[0])) if found else None
+
+
+def knowledge_question(landmark: str) -> tuple[str, str]:
+    """The closed-book question whether a model knows a landmark's city, and its answer prefix: the
+    association a non-literal question relies on, asked with no document (NoLiMa keeps only needles
+    whose association the model knows; diffbench records it per sample instead)."""
+    return f"In which city is {landmark}?", f"{landmark[0].upper()}{landmark[1:]} is in"
+
+
 def _draw(rng: random.Random, pool: tuple[T, ...], usable: Callable[[T], bool], what: str) -> T:
     """A uniform draw from ``pool`` that skips unusable items (rejection keeps every other draw as it was)."""
     if not any(usable(item) for item in pool):
