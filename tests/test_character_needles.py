@@ -79,6 +79,8 @@ def test_the_nonliteral_question_shares_no_word_with_its_needle(paired: dict[str
         assert nonliteral.question == f"Which character has been to {city}?"
         assert not content_words(nonliteral.question) & content_words(nonliteral.needle_text)
         assert landmark in literal.question and landmark in literal.needle_text
+        act = literal.needle_text.removeprefix(f"{literal.answer} ").removesuffix(".")
+        assert literal.question == f"Which character {act}?"  # the needle's act, word for word
         assert len(content_words(literal.question) & content_words(literal.needle_text)) >= 3
 
 
@@ -117,6 +119,18 @@ def test_the_needle_starts_within_one_sentence_of_its_depth(
         assert abs(at - target) <= max(sizes[max(0, index - 1) : index + 1]), sample.sample_id
 
 
+def byte_tokenizer() -> Any:
+    """A tokenizer of single bytes: a vocabulary unlike the trained one, ~4× the tokens per text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: index for index, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend)
+
+
 def test_every_tokenizer_gets_the_same_needles_and_the_seed_changes_them(
     paired: dict[str, list[Sample]], tiny_tokenizer: Any, tiny_chat_tokenizer: Any
 ) -> None:
@@ -125,6 +139,11 @@ def test_every_tokenizer_gets_the_same_needles_and_the_seed_changes_them(
     texts = [(s.sample_id, s.needle_text, s.question) for s in paired["nonliteral"]]
     assert [(s.sample_id, s.needle_text, s.question) for s in chat] == texts
     assert chat[0].chat_template and not paired["nonliteral"][0].chat_template
+    long = spec.model_copy(update={"lengths": [1024]})
+    mine, bytewise = samples_of(long, tiny_tokenizer), samples_of(long, byte_tokenizer())
+    assert len(bytewise[0].input_ids) == len(mine[0].input_ids)  # both 1024 − 32 tokens: other text
+    assert byte_tokenizer().decode(bytewise[0].input_ids) != tiny_tokenizer.decode(mine[0].input_ids)
+    assert [(s.needle_text, s.question) for s in bytewise] == [(s.needle_text, s.question) for s in mine]
     again = samples_of(spec, tiny_tokenizer)
     assert [s.model_dump() for s in again] == [s.model_dump() for s in paired["nonliteral"]]
     other = samples_of(character_spec("nonliteral", seed=1), tiny_tokenizer)
@@ -152,6 +171,26 @@ def test_nothing_the_haystack_mentions_is_drawn(tiny_tokenizer: Any, tmp_path: P
     assert {s.answer for s in seeded} != {kept_name}  # the prose haystack leaves the whole bank
 
 
+def test_a_landmark_named_in_part_is_never_drawn(tiny_tokenizer: Any, tmp_path: Path) -> None:
+    """ "Hollywood" alone rules out the Hollywood sign; a curly apostrophe still names the Bastion."""
+    keep = [("the Hollywood sign", "Los Angeles"), ("the Fisherman's Bastion", "Budapest"), LANDMARKS[0]]
+    others = [term for pair in LANDMARKS if pair not in keep for term in pair]
+    mentions = [p.removeprefix("the ") for p in others] + ["Hollywood", "the Fisherman\u2019s Bastion"]
+    hay = write_haystack(tmp_path / "hay.txt", mentions)
+    samples = samples_of(character_spec("literal", haystack=str(hay), samples=1), tiny_tokenizer)
+    assert {s.key for s in samples} == {LANDMARKS[0][0]}
+
+
+def test_each_haystack_of_its_own_is_checked_for_its_own_mentions(tiny_tokenizer: Any) -> None:
+    spec = character_spec("nonliteral", samples=3).model_copy(update={"haystack_per_sample": True})
+    samples = samples_of(spec, tiny_tokenizer)
+    openings = {tuple(s.input_ids[s.haystack_span[0] :][:40]) for s in samples if s.depth == 100}
+    assert len(openings) == 3  # one haystack per sample index
+    for sample in samples:
+        text = tiny_tokenizer.decode(sample.input_ids)
+        assert len(re.findall(rf"\b{sample.answer}\b", text)) == 1 and text.count(sample.key) == 2
+
+
 def test_a_haystack_that_names_every_character_is_refused_in_one_line(
     tmp_path: Path, tiny_llama_dir: Path, tiny_tokenizer: Any
 ) -> None:
@@ -168,6 +207,7 @@ def test_a_haystack_that_names_every_character_is_refused_in_one_line(
 def test_a_distractor_names_the_key_elsewhere_and_leaves_the_needle_as_it_was(
     paired: dict[str, list[Sample]], tiny_tokenizer: Any
 ) -> None:
+    placed: dict[str, list[tuple[float, str]]] = {}
     for style in ("literal", "nonliteral"):
         spec = character_spec(style).model_copy(update={"distractor": True})
         with_distractor = samples_of(spec, tiny_tokenizer)
@@ -191,6 +231,8 @@ def test_a_distractor_names_the_key_elsewhere_and_leaves_the_needle_as_it_was(
             hay = sample.input_ids[sample.haystack_span[0] : sample.haystack_span[1]]
             starts = sentence_starts(tiny_tokenizer, hay)
             assert distractor.span[0] - sample.haystack_span[0] in starts  # between two sentences
+            placed.setdefault(style, []).append((distractor.depth, text.replace(sample.key, "KEY")))
+    assert placed["literal"] == placed["nonliteral"]  # the same sentence at the same depth: runs pair
 
 
 @pytest.mark.parametrize(
@@ -235,7 +277,8 @@ def test_cli_run_scores_the_character_and_says_which_needles(tiny_llama_dir: Pat
     lines = (distracted / "records.jsonl").read_text().splitlines()
     for record in map(Record.model_validate_json, lines):
         assert record.needles is not None and [n.query for n in record.needles] == [0, None]
-        assert record.recall == float(record.correct) and record.needles[0].retrieved == record.correct
+        assert record.needles[0].retrieved == record.correct and record.needles[1].retrieved is None
+        assert record.recall is None and record.ruler_all is None  # one value: scored as a single needle
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"]["needle_style"] == "nonliteral"
     report = CliRunner().invoke(app, ["report", str(out), "--format", "markdown"])
@@ -417,3 +460,37 @@ def test_the_control_report_has_a_row_for_the_known_associations(tmp_path: Path)
     assert rows["all"]["n"] == 60 and rows["all, known"]["n"] == 30
     assert rows["all, known"]["delta"] == pytest.approx(-20 / 30)  # every loss is at an index below 5
     assert rows["all"]["delta"] == pytest.approx(-20 / 60)
+
+
+def test_a_model_in_two_reported_runs_pairs_with_the_control_in_both(tmp_path: Path) -> None:
+    """Labels m@a and m@b both match the control's m; a control missing samples is named in a note."""
+    control = write_styled(tmp_path / "literal", styled("literal"), {"m": run_factory.always(True)})
+    first = write_styled(tmp_path / "a", styled("nonliteral"), {"m": run_factory.always(False)})
+    second = write_styled(tmp_path / "b", styled("nonliteral"), {"m": run_factory.always(True)})
+    lines = (control / "records.jsonl").read_text().splitlines()
+    (control / "records.jsonl").write_text("".join(line + "\n" for line in lines[:50]))  # 10 unfinished
+    out = tmp_path / "report"
+    args = ["report", str(first), str(second), "--control", str(control), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    rows = [row for row in json.loads((out / "report.json").read_text())["control"] if row["length"] == "all"]
+    assert [(row["model"], row["n"], row["delta"]) for row in rows] == [("m@a", 50, -1.0), ("m@b", 50, 0.0)]
+    assert (
+        "m@a: 50 samples paired with the control; 10 here and 0 in the control have no partner"
+        in " ".join(result.stderr.split())
+    )
+
+
+def test_an_attention_run_has_no_verdicts_to_pair(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    common = ["-m", str(tiny_llama_dir), "--lengths", "384", "--depths", "0%"]
+    attn = CliRunner().invoke(
+        app, ["attn", *common, "--needle-style", "nonliteral", "--out", str(tmp_path / "a")]
+    )
+    assert attn.exit_code == 0, attn.stderr
+    niah = CliRunner().invoke(
+        app, ["niah", *common, "--needle-style", "literal", "--out", str(tmp_path / "n")]
+    )
+    assert niah.exit_code == 0, niah.stderr
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "a"), "--control", str(tmp_path / "n")])
+    assert result.exit_code == 2 and "the reported runs hold none" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -71,9 +71,12 @@ def record_for(
         found = forced
         if prediction is not None:
             found = [contains_answer(prediction, gold, boundary) for gold in golds]
-        else:
-            all_score, part_score = sum(found) / len(found), float(any(found))
-        recall = sum(found) / len(found)
+        if (
+            spec.multi_needle
+        ):  # not a character needle beside its distractor: one value, scored as any single needle
+            recall = sum(found) / len(found)
+            if prediction is None:
+                all_score, part_score = recall, float(any(found))
         needles = [
             NeedleResult(
                 **needle.model_dump(),

@@ -61,27 +61,41 @@ def check_control(runs: list[Run], control: Run) -> None:
             )
     if not control.records:
         raise UsageError(f"--control {control.run_id!r} has no records yet; run it first")
+    if not any(run.records for run in runs):
+        raise UsageError(
+            f"--control {control.run_id!r} pairs niah records, and the reported runs hold none (attention "
+            "runs have no verdicts); report a niah run of the same needles with it"
+        )
 
 
 def control_table(runs: list[Run], control: Run, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
     """One row per model × length (and over all lengths) for each model the control also ran, and notes
-    naming the models it did not run."""
+    naming the models it did not run and the samples either side lacks. A model is matched by its name,
+    so ``m@run-a`` and ``m@run-b`` (one model in two reported runs) both pair with the control's ``m``."""
     import pandas as pd
 
     from diffbench.lengths import format_length
     from diffbench.stats import paired_comparison
 
     check_control(runs, control)
-    here, there = _by_cell(combined_frame(runs)), _by_cell(combined_frame([control]))
+    here = _by_cell(combined_frame([run for run in runs if run.records]))
+    there = _by_cell(combined_frame([control]))
     label = needles_label(control.manifest.spec)  # type: ignore[arg-type]  # checked: a NiahSpec
     rows: list[dict[str, Any]] = []
     notes = []
     for model, own in here.groupby("model", sort=False):
-        theirs = there[there["model"] == model]
+        name = own["model_name"].iloc[0]
+        theirs = there[there["model_name"] == name]
         if theirs.empty:
-            notes.append(f"the control run {control.run_id} has no model {model}: it is not paired")
+            who = "it" if model == name else model
+            notes.append(f"the control run {control.run_id} has no model {name}: {who} is not paired")
             continue
         paired = own.merge(theirs, on=["cell", "target_length"], suffixes=("", "_control"))
+        if len(paired) < max(len(own), len(theirs)):
+            notes.append(
+                f"{model}: {len(paired)} samples paired with the control; {len(own) - len(paired)} here "
+                f"and {len(theirs) - len(paired)} in the control have no partner (an unfinished run?)"
+            )
         lengths = sorted(paired["target_length"].unique())
         slices = [(format_length(int(n)), paired[paired["target_length"] == n]) for n in lengths]
         slices.append((ALL_LENGTHS, paired))
@@ -120,7 +134,7 @@ def _by_cell(frame: pd.DataFrame) -> pd.DataFrame:
         cell=cells,
         correct=frame["correct"].astype(float),
         known=False if known is None else known,
-    )[["model", "cell", "target_length", "correct", "answer_logprob", "known"]]
+    )[["model", "model_name", "cell", "target_length", "correct", "answer_logprob", "known"]]
 
 
 def control_title(table: pd.DataFrame) -> str:

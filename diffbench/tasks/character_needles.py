@@ -26,6 +26,7 @@ needles. The bank below was written for diffbench; none of it comes from NoLiMa'
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable, Iterable
@@ -65,6 +66,23 @@ LANDMARKS: tuple[tuple[str, str], ...] = (
     ("the Shwedagon Pagoda", "Yangon"), ("Bondi Beach", "Sydney"), ("the Sky Tower", "Auckland"),
     ("the Obelisco", "Buenos Aires"), ("the Chapultepec Castle", "Mexico City"),
 )  # fmt: skip
+# The distinctive part of a landmark's name, which a haystack may use alone ("Hollywood", "the Prado"):
+# a landmark whose name or alias the haystack mentions is never drawn.
+LANDMARK_ALIASES: dict[str, tuple[str, ...]] = {
+    "the Semper Opera House": ("Semperoper", "Semper Opera"), "the Kiyomizu-dera temple": ("Kiyomizu",),
+    "the Brandenburg Gate": ("Brandenburg",), "the Golden Gate Bridge": ("Golden Gate",),
+    "the Little Mermaid statue": ("Little Mermaid",), "the Hermitage Museum": ("Hermitage",),
+    "the Prado Museum": ("Prado",), "the Ponte Vecchio": ("Vecchio",), "the Rialto Bridge": ("Rialto",),
+    "the Hofburg Palace": ("Hofburg",), "the Christ the Redeemer statue": ("Christ the Redeemer",),
+    "the Petronas Towers": ("Petronas",), "the Wawel Castle": ("Wawel",),
+    "the Hollywood sign": ("Hollywood",),
+    "the Senso-ji temple": ("Senso-ji", "Sensoji"), "the Marina Bay Sands hotel": ("Marina Bay",),
+    "the Wat Arun temple": ("Wat Arun",), "the Fisherman's Bastion": ("Fishermen's Bastion",),
+    "the Belem Tower": ("Belem",), "the Vasa Museum": ("Vasa",), "the Eiffel Tower": ("Eiffel",),
+    "the Cloud Gate sculpture": ("Cloud Gate",), "the Trevi Fountain": ("Trevi",),
+    "the Sforza Castle": ("Sforza",), "the Mole Antonelliana": ("Antonelliana",),
+    "the Shwedagon Pagoda": ("Shwedagon",), "the Chapultepec Castle": ("Chapultepec",),
+}  # fmt: skip
 NAMES: tuple[str, ...] = (
     "Yuki", "Stuart", "Katie", "Veronica", "Gary", "Megan", "Calvin", "Mandy", "Diana", "Caleb",
     "Teresa", "Kevin", "Rachel", "Hassan", "Nadia", "Arjun", "Ingrid", "Tobias", "Leonie", "Mateo",
@@ -73,19 +91,13 @@ NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Act:
-    """What a character did at a landmark: the needle sentence and the literal question's words."""
-
-    needle: str  # {name} and {landmark} are filled per sample
-    asked: str  # the act as the literal question phrases it, after "Which character"
-
-
-ACTS: tuple[Act, ...] = (
-    Act("{name} lives next to {landmark}.", "lives next to {landmark}"),
-    Act("{name} once took a photograph in front of {landmark}.", "took a photograph in front of {landmark}"),
-    Act("{name} spent a whole afternoon sketching {landmark}.", "spent an afternoon sketching {landmark}"),
-    Act("{name} waited for an old friend outside {landmark}.", "waited for a friend outside {landmark}"),
+# What a character did at a landmark: "{name} <act>." is the needle, "Which character <act>?" the literal
+# question, the act word for word.
+ACTS: tuple[str, ...] = (
+    "lives next to {landmark}",
+    "once took a photograph in front of {landmark}",
+    "spent a whole afternoon sketching {landmark}",
+    "waited for an old friend outside {landmark}",
 )
 NONLITERAL_ACT = "has been to {city}"
 # Literal distractors (NoLiMa's): the question's own key, and no character, so they match the question
@@ -134,9 +146,8 @@ def draw_character(
     landmark, city = _draw(
         rng, LANDMARKS, lambda pair: not mentioned.intersection(pair), "landmarks or their cities"
     )
-    act = rng.choice(ACTS)
-    asked = act.asked if style == "literal" else NONLITERAL_ACT
-    asked = asked.replace("{landmark}", landmark).replace("{city}", city)
+    act = rng.choice(ACTS).replace("{landmark}", landmark)
+    asked = act if style == "literal" else NONLITERAL_ACT.replace("{city}", city)
     key = landmark if style == "literal" else city
     placed = None
     if distractor:
@@ -150,7 +161,7 @@ def draw_character(
         name=name,
         landmark=landmark,
         city=city,
-        needle=act.needle.replace("{name}", name).replace("{landmark}", landmark),
+        needle=f"{name} {act}.",
         question=f"Which character {asked}?",
         answer_prefix=f"The character who {asked} is",
         key=key,
@@ -190,12 +201,25 @@ def mentioned_terms(source: HaystackSource, sample_index: int, longest_prompt: i
     """The names, landmarks and cities of the bank that the haystack stream of ``sample_index`` mentions,
     as whole words; a file haystack is read whole, a generated one far enough for any prompt length."""
     if source.paragraphs is not None:
+        return _mentioned_in(source, 0, 0)  # every index reads the same text, rotated
+    limit = CHARACTERS_PER_TOKEN_BOUND * max(longest_prompt, MIN_SCANNED_TOKENS)
+    return _mentioned_in(source, sample_index, limit)
+
+
+@functools.lru_cache(maxsize=32)
+def _mentioned_in(source: HaystackSource, sample_index: int, characters: int) -> frozenset[str]:
+    """``mentioned_terms``, once per stream: every tokenizer of a run, and every run of a process, reads
+    the same text."""
+    if source.paragraphs is not None:
         text = "\n".join(" ".join(paragraph) for paragraph in source.paragraphs)
     else:
-        limit = CHARACTERS_PER_TOKEN_BOUND * max(longest_prompt, MIN_SCANNED_TOKENS)
-        text = _text_of(source.units(sample_index), limit)
-    terms = set(NAMES) | {landmark for landmark, _ in LANDMARKS} | {city for _, city in LANDMARKS}
-    return frozenset(_mentioned(text, terms))
+        text = _text_of(source.units(sample_index), characters)
+    phrases: dict[str, tuple[str, ...]] = {term: (term,) for term in (*NAMES, *(c for _, c in LANDMARKS))}
+    phrases |= {
+        landmark: (landmark.removeprefix("the "), *LANDMARK_ALIASES.get(landmark, ()))
+        for landmark, _ in LANDMARKS
+    }
+    return frozenset(_mentioned(text, phrases))
 
 
 def _text_of(units: Iterable[Unit], characters: int) -> str:
@@ -209,16 +233,17 @@ def _text_of(units: Iterable[Unit], characters: int) -> str:
     return " ".join(parts)
 
 
-def _mentioned(text: str, terms: set[str]) -> set[str]:
-    """The terms that occur in ``text`` as whole words, case aside; a landmark counts without its
-    article ("Louvre"). Only a term whose every word occurs somewhere is searched for as a phrase."""
-    lowered = text.lower()
+def _mentioned(text: str, phrases: dict[str, tuple[str, ...]]) -> set[str]:
+    """The terms any of whose phrases occurs in ``text`` as whole words, case and apostrophe style aside.
+    Only a phrase whose every word occurs somewhere is searched for."""
+    lowered = text.lower().replace("\u2019", "'")
     words = set(re.findall(r"\w+", lowered))
     found = set()
-    for term in terms:
-        phrase = term.removeprefix("the ").lower()
-        if not all(word in words for word in re.findall(r"\w+", phrase)):
-            continue
-        if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", lowered):
-            found.add(term)
+    for term, own in phrases.items():
+        for phrase in (p.lower() for p in own):
+            if not all(word in words for word in re.findall(r"\w+", phrase)):
+                continue
+            if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", lowered):
+                found.add(term)
+                break
     return found
