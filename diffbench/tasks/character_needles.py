@@ -6,7 +6,7 @@ once the question and the needle share no words. Here every needle says that a c
 something at a landmark ("Yuki lives next to the Semper Opera House."), and two questions can ask
 for the character:
 
-- ``literal``: names the landmark and the act, the needle's own words ("Which character lives next
+- ``literal``: names the landmark and the act in the needle's own words ("Which character lives next
   to the Semper Opera House?");
 - ``nonliteral``: names only the landmark's city ("Which character has been to Dresden?"). No word
   of that question occurs in the needle, so the model has to know the landmark is in Dresden and
@@ -14,12 +14,13 @@ for the character:
 
 With ``distractor``, a second sentence names the question's key without any character ("Somebody at
 the next table kept talking about Dresden."): a literal match that answers nothing, as NoLiMa's
-distractors. A model that follows string matches attends there instead of to the needle.
+distractors. A model that follows string matches may attend there instead of to the needle.
 
 Both styles draw the same character, landmark, wording and placement for a given seed and cell, so
 two runs that differ only in the style are paired sample by sample: the literal run is the
 non-literal run's control. A name, landmark or city that the haystack mentions is never drawn,
-because a second mention would make the needle ambiguous or the city a literal distractor. Which
+because a second mention would make the needle ambiguous or the city a literal distractor (a landmark
+counts as mentioned by the distinctive part of its name too, ``LANDMARK_ALIASES``). Which
 words the haystack mentions is read from its text, not from tokens, so every tokenizer gets the same
 needles. The bank below was written for diffbench; none of it comes from NoLiMa's data.
 """
