@@ -110,10 +110,11 @@ DISTRACTORS: tuple[str, ...] = (
     "The radio ran a long story about {key} that evening.",
 )
 MIN_DISTRACTOR_GAP = 10.0  # percentage points between the needle's depth and the distractor's
+# The haystack's people are roles ("the stallholder"); the needle's character is the one with a name.
 INSTRUCTION = (
-    "A long document follows. One character is mentioned in it. Read it carefully: afterwards you will "
-    "be asked which character it was, and answering may take a reasonable inference from what the "
-    "document says."
+    "A long document follows. One character in it is mentioned by name. Read it carefully: afterwards "
+    "you will be asked which character it was, and answering may take a reasonable inference from what "
+    "the document says."
 )
 # Haystack text read for mentions: this many characters per token of the longest prompt (no tokenizer
 # averages more), and never less than a 128K-token prompt's worth, so runs up to 128K draw alike.
