@@ -85,6 +85,8 @@ class NiahSpec(BaseModel):
     @property
     def multi_needle(self) -> bool:
         """Whether samples leave the single-needle path (whose samples predate these fields)."""
+        if self.needle_style != "magic":  # N character needles: one asked, the others its decoys
+            return False
         return self.needles > 1 or self.queries > 1 or self.kind == "multivalue" or self.values != "numbers"
 
     def fingerprint(self) -> str:

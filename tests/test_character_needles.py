@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import run_factory
-from test_context import haystack_without_needle, sentence_starts
+from test_context import sentence_starts
 from typer.testing import CliRunner
 
 from diffbench.cli import app
@@ -25,14 +25,29 @@ from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_opti
 STOP_WORDS = {"the", "a", "an", "to", "of", "in", "at", "for", "has", "is", "which", "who", "once"}
 
 
-def character_spec(style: str, haystack: str = "prose", seed: int = 0, samples: int = 2) -> NiahSpec:
+def character_spec(
+    style: str, haystack: str = "prose", seed: int = 0, samples: int = 2, needles: int | None = None
+) -> NiahSpec:
     options = {"lengths": "384,512", "depths": "0,25,50,75,100", "samples_per_cell": samples}
-    extra = {"seed": seed, "haystack": haystack, "needle_style": style}
+    extra = {"seed": seed, "haystack": haystack, "needle_style": style, "needles": needles}
     return command_line_options(NiahOptions, {**options, **extra}).to_spec(COMMAND_LINE)
 
 
 def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
     return generate_samples(spec, tokenizer, load_source(spec.haystack, spec.seed))
+
+
+def bare_haystack(sample: Sample) -> tuple[list[int], int]:
+    """The haystack ids with every needle (asked, decoys, distractor) taken out, and where the asked
+    needle went into them."""
+    spans = sorted(n.span for n in sample.needles) if sample.needles else [sample.needle_span]
+    ids, cursor, at = [], sample.haystack_span[0], 0
+    for start, end in spans:
+        ids += sample.input_ids[cursor:start]
+        if (start, end) == tuple(sample.needle_span):
+            at = len(ids)
+        cursor = end
+    return ids + sample.input_ids[cursor : sample.haystack_span[1]], at
 
 
 def content_words(text: str) -> set[str]:
@@ -49,7 +64,7 @@ def test_the_style_is_part_of_the_spec_and_the_sample_ids(paired: dict[str, list
     literal, nonliteral = character_spec("literal"), character_spec("nonliteral")
     magic = character_spec("magic")
     assert len({literal.fingerprint(), nonliteral.fingerprint(), magic.fingerprint()}) == 3
-    assert not literal.multi_needle and literal.answer_budget == 32
+    assert not literal.multi_needle and literal.answer_budget == 32 and literal.needles == 4
     assert paired["nonliteral"][0].sample_id == "niah-nonliteral/384/0/0"
     assert paired["literal"][0].sample_id == "niah-literal/384/0/0"
     assert len(paired["literal"]) == len(paired["nonliteral"]) == 2 * 5 * 2
@@ -61,7 +76,7 @@ def test_both_styles_hide_the_same_needle_at_the_same_place(paired: dict[str, li
     for literal, nonliteral in zip(paired["literal"], paired["nonliteral"], strict=True):
         assert literal.needle_text == nonliteral.needle_text and literal.depth == nonliteral.depth
         assert literal.answer == nonliteral.answer == literal.needle_text.split()[0]
-        (hay_a, _), (hay_b, _) = haystack_without_needle(literal), haystack_without_needle(nonliteral)
+        (hay_a, _), (hay_b, _) = bare_haystack(literal), bare_haystack(nonliteral)
         shorter = min(len(hay_a), len(hay_b))
         assert hay_a[:shorter] == hay_b[:shorter]
         after_a, after_b = (len(s.input_ids) - s.haystack_span[1] for s in (literal, nonliteral))
@@ -110,7 +125,7 @@ def test_the_needle_starts_within_one_sentence_of_its_depth(
     paired: dict[str, list[Sample]], tiny_tokenizer: Any
 ) -> None:
     for sample in paired["nonliteral"]:
-        hay, at = haystack_without_needle(sample)
+        hay, at = bare_haystack(sample)
         boundaries = [*sentence_starts(tiny_tokenizer, hay), len(hay)]
         assert at in boundaries
         index = boundaries.index(at)
@@ -165,7 +180,8 @@ def test_nothing_the_haystack_mentions_is_drawn(tiny_tokenizer: Any, tmp_path: P
         term for pair in LANDMARKS if pair != (kept_landmark, kept_city) for term in pair
     ]  # every other landmark and every other city; "the Louvre" is mentioned as "Louvre"
     hay = write_haystack(tmp_path / "hay.txt", names + [p.removeprefix("the ") for p in places])
-    samples = samples_of(character_spec("nonliteral", haystack=str(hay), samples=1), tiny_tokenizer)
+    spec = character_spec("nonliteral", haystack=str(hay), samples=1, needles=1)  # room for no decoy
+    samples = samples_of(spec, tiny_tokenizer)
     assert {(s.answer, s.key) for s in samples} == {(kept_name, kept_city)}
     seeded = samples_of(character_spec("nonliteral", samples=1), tiny_tokenizer)
     assert {s.answer for s in seeded} != {kept_name}  # the prose haystack leaves the whole bank
@@ -177,12 +193,12 @@ def test_a_landmark_named_in_part_is_never_drawn(tiny_tokenizer: Any, tmp_path: 
     others = [term for pair in LANDMARKS if pair not in keep for term in pair]
     mentions = [p.removeprefix("the ") for p in others] + ["Hollywood", "the Fisherman\u2019s Bastion"]
     hay = write_haystack(tmp_path / "hay.txt", mentions)
-    samples = samples_of(character_spec("literal", haystack=str(hay), samples=1), tiny_tokenizer)
+    samples = samples_of(character_spec("literal", haystack=str(hay), samples=1, needles=1), tiny_tokenizer)
     assert {s.key for s in samples} == {LANDMARKS[0][0]}
 
 
 def test_each_haystack_of_its_own_is_checked_for_its_own_mentions(tiny_tokenizer: Any) -> None:
-    spec = character_spec("nonliteral", samples=3).model_copy(update={"haystack_per_sample": True})
+    spec = character_spec("nonliteral", samples=3, needles=1).model_copy(update={"haystack_per_sample": True})
     samples = samples_of(spec, tiny_tokenizer)
     openings = {tuple(s.input_ids[s.haystack_span[0] :][:40]) for s in samples if s.depth == 100}
     assert len(openings) == 3  # one haystack per sample index
@@ -204,14 +220,14 @@ def test_a_haystack_that_names_every_character_is_refused_in_one_line(
         samples_of(character_spec("literal", haystack=str(hay), samples=1), tiny_tokenizer)
 
 
-def test_a_distractor_names_the_key_elsewhere_and_leaves_the_needle_as_it_was(
-    paired: dict[str, list[Sample]], tiny_tokenizer: Any
-) -> None:
+def test_a_distractor_names_the_key_elsewhere_and_leaves_the_needle_as_it_was(tiny_tokenizer: Any) -> None:
     placed: dict[str, list[tuple[float, str]]] = {}
     for style in ("literal", "nonliteral"):
-        spec = character_spec(style).model_copy(update={"distractor": True})
+        longer = {"lengths": [512, 768]}  # five sentences need room at 384 tokens of this small vocabulary
+        spec = character_spec(style).model_copy(update={**longer, "distractor": True})
         with_distractor = samples_of(spec, tiny_tokenizer)
-        for plain, sample in zip(paired[style], with_distractor, strict=True):
+        without = samples_of(character_spec(style).model_copy(update=longer), tiny_tokenizer)
+        for plain, sample in zip(without, with_distractor, strict=True):
             assert sample.sample_id == plain.sample_id.replace(f"niah-{style}/", f"niah-{style}-distractor/")
             assert (sample.needle_text, sample.question, sample.answer) == (
                 plain.needle_text,
@@ -220,7 +236,10 @@ def test_a_distractor_names_the_key_elsewhere_and_leaves_the_needle_as_it_was(
             )
             assert len(sample.input_ids) == sample.target_length - 32
             assert sample.needles is not None and sample.answer_value_spans == [(0, len(sample.answer_ids))]
-            needle, distractor = sample.needles
+            assert len(sample.needles) == 1 + 3 + 1  # the asked character, three decoys, the distractor
+            needle, distractor = sample.needles[0], sample.needles[-1]
+            assert plain.needles is not None  # the same characters as without it
+            assert [n.value for n in plain.needles] == [n.value for n in sample.needles[:-1]]
             assert (needle.query, needle.value, needle.span) == (0, sample.answer, sample.needle_span)
             assert distractor.query is None and distractor.value == "" and distractor.key == sample.key
             assert abs(distractor.depth - sample.depth) >= 10
@@ -238,7 +257,7 @@ def test_a_distractor_names_the_key_elsewhere_and_leaves_the_needle_as_it_was(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--needles", "4"], "--needle-style nonliteral hides one character needle of its own, which --need"),
+        (["--queries", "2"], "--needle-style nonliteral hides character needles of its own, which --queries"),
         (["--values", "words"], "which --values would change"),
         (["--kind", "multikey"], "which --kind would change"),
         (["--needle", "N 4.", "--question", "N?", "--answer", "4"], "--needle, --question and --answer "),
@@ -276,8 +295,8 @@ def test_cli_run_scores_the_character_and_says_which_needles(tiny_llama_dir: Pat
     assert result.exit_code == 0, result.stderr
     lines = (distracted / "records.jsonl").read_text().splitlines()
     for record in map(Record.model_validate_json, lines):
-        assert record.needles is not None and [n.query for n in record.needles] == [0, None]
-        assert record.needles[0].retrieved == record.correct and record.needles[1].retrieved is None
+        assert record.needles is not None and [n.query for n in record.needles] == [0, None, None, None, None]
+        assert record.needles[0].retrieved == record.correct and record.needles[-1].retrieved is None
         assert record.recall is None and record.ruler_all is None  # one value: scored as a single needle
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"]["needle_style"] == "nonliteral"
@@ -293,8 +312,11 @@ def test_a_task_file_takes_the_style(tmp_path: Path) -> None:
     text = 'format = 1\ntask = "niah"\nlengths = "8k"\ndepths = 3\nneedle_style = "literal"\n'
     path.write_text(text)
     assert load_task_file(path).spec.needle_style == "literal"  # type: ignore[union-attr]
+    assert load_task_file(path).spec.needles == 4  # type: ignore[union-attr]
     path.write_text(text + "needles = 2\n")
-    with pytest.raises(UsageError, match="needle_style literal hides one character needle of its own"):
+    assert load_task_file(path).spec.needles == 2  # type: ignore[union-attr]
+    path.write_text(text + "queries = 2\n")
+    with pytest.raises(UsageError, match="needle_style literal hides character needles of its own"):
         load_task_file(path)
 
 
@@ -494,3 +516,28 @@ def test_an_attention_run_has_no_verdicts_to_pair(tiny_llama_dir: Path, tmp_path
     result = CliRunner().invoke(app, ["report", str(tmp_path / "a"), "--control", str(tmp_path / "n")])
     assert result.exit_code == 2 and "the reported runs hold none" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_decoys_are_other_characters_at_landmarks_of_other_cities(
+    paired: dict[str, list[Sample]], tiny_tokenizer: Any
+) -> None:
+    """Three decoys per prompt: the asked character is not "the one name in the document"."""
+    alone = samples_of(character_spec("nonliteral", needles=1), tiny_tokenizer)
+    city_of = dict(LANDMARKS)
+    for literal, nonliteral, single in zip(paired["literal"], paired["nonliteral"], alone, strict=True):
+        assert nonliteral.needles is not None and single.needles is None
+        assert (single.needle_text, single.question) == (nonliteral.needle_text, nonliteral.question)
+        decoys = nonliteral.needles[1:]
+        assert literal.needles is not None
+        assert [(d.key, d.value, d.depth) for d in decoys] == [
+            (d.key, d.value, d.depth) for d in literal.needles[1:]
+        ]
+        names = [d.value for d in decoys]
+        assert len(set(names)) == 3 and nonliteral.answer not in names and set(names) <= set(NAMES)
+        cities = [city_of[d.key] for d in decoys]
+        assert len(set(cities)) == 3 and nonliteral.key not in cities  # "has been to <city>" fits one
+        text = tiny_tokenizer.decode(nonliteral.input_ids)
+        for decoy in decoys:
+            sentence = tiny_tokenizer.decode(nonliteral.input_ids[slice(*decoy.span)]).strip()
+            assert sentence.startswith(f"{decoy.value} ") and decoy.key in sentence
+            assert len(re.findall(rf"\b{decoy.value}\b", text)) == 1

@@ -624,11 +624,16 @@ CASES = [
     Case("E-NEEDLES-KIND", niah("--needles", "4", "--kind", "multiset"), "unknown --kind '"),
     Case("E-NEEDLES-VALUES", niah("--values", "colours"), "unknown --values '"),
     Case("E-NEEDLE-STYLE", niah("--needle-style", "oblique"), "unknown --needle-style '"),
+    Case(
+        "E-NEEDLE-STYLE-TOO-MANY",
+        niah("--needle-style", "literal", "--needles", "41"),
+        "is more than the 40 characters diffbench has",
+    ),
     Case("E-DISTRACTOR-MAGIC", niah("--distractor"), "--distractor names a character needle's key"),
     Case(
         "E-NEEDLE-STYLE-CLASH",
-        niah("--needle-style", "nonliteral", "--needles", "4"),
-        "hides one character needle of its own",
+        niah("--needle-style", "nonliteral", "--kind", "multikey"),
+        "hides character needles of its own",
     ),
     Case(
         "E-NEEDLES-MULTIKEY",

@@ -64,8 +64,13 @@ def niah(
         ),
     ] = None,
     needles: Annotated[
-        int, typer.Option(min=1, help="Needles per prompt (N); the first asked one sits at each depth.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Needles per prompt (N); the first asked one sits at each depth (default 1; with "
+            "--needle-style literal/nonliteral 4 characters, one asked, three decoys).",
+        ),
+    ] = None,
     queries: Annotated[
         int | None,
         typer.Option(min=1, help="Needles asked (R ≤ N; default 1, all N with --kind multivalue)."),

@@ -313,7 +313,8 @@ def describe_spec(spec: NiahSpec | HallucSpec) -> str:
     if isinstance(spec, NiahSpec) and spec.multi_needle:
         task += f" N={spec.needles} R={spec.queries} {spec.kind} {spec.values}"
     if isinstance(spec, NiahSpec) and spec.needle_style != "magic":
-        task += f" {spec.needle_style} character needles" + (" with a distractor" if spec.distractor else "")
+        task += f" {spec.needle_style} character needles ({spec.needles} characters"
+        task += ", a distractor)" if spec.distractor else ")"
     if isinstance(spec, HallucSpec) and spec.fewshot:
         task += f" {spec.fewshot}-shot"
     return f"{task} {span}, {len(spec.depths)} depths{samples}, {haystack}, seed {spec.seed}"

@@ -110,6 +110,11 @@ DISTRACTORS: tuple[str, ...] = (
     "The radio ran a long story about {key} that evening.",
 )
 MIN_DISTRACTOR_GAP = 10.0  # percentage points between the needle's depth and the distractor's
+# Characters per prompt by default: the asked one and three decoys at landmarks of other cities. With the
+# asked character alone, "the one name in the document" answers any question about it, no association
+# needed (SmolLM2 at 256 tokens answered 3 of 20 non-literal questions right while knowing none of
+# those 3 landmarks' cities).
+CHARACTERS = 4
 # The haystack's people are roles ("the stallholder"); the needle's character is the one with a name.
 INSTRUCTION = (
     "A long document follows. One character in it is mentioned by name. Read it carefully: afterwards "
@@ -135,14 +140,33 @@ class CharacterNeedle:
     answer_prefix: str
     key: str  # what the question names: the landmark (literal) or the city (nonliteral)
     distractor: tuple[str, float] | None = None  # a sentence naming the key and no character, its depth
+    decoys: tuple[Decoy, ...] = ()  # the other characters, never asked
+
+
+@dataclass(frozen=True)
+class Decoy:
+    """Another character at a landmark of another city: a name the question must tell apart."""
+
+    name: str
+    landmark: str
+    needle: str
+    depth: float
 
 
 def draw_character(
-    seed: int, cell: str, style: CharacterStyle, mentioned: frozenset[str], depth: float, distractor: bool
+    seed: int,
+    cell: str,
+    style: CharacterStyle,
+    mentioned: frozenset[str],
+    depth: float,
+    distractor: bool,
+    characters: int = CHARACTERS,
 ) -> CharacterNeedle:
-    """The needle of one cell and sample index (``cell``), the same for both styles and with or without
-    a distractor; nothing the haystack mentions is drawn. The distractor, when asked for, names the
-    question's key at a seeded depth at least ``MIN_DISTRACTOR_GAP`` points from the needle's."""
+    """The needle of one cell and sample index (``cell``), the same for both styles, any number of
+    characters and with or without a distractor; nothing the haystack mentions is drawn. The
+    ``characters − 1`` decoys have other names and landmarks of other cities, at seeded depths. The
+    distractor names the question's key at a depth drawn at least ``MIN_DISTRACTOR_GAP`` points from
+    the needle's. Each draws from its own stream, so adding one never changes another."""
     rng = rng_for(seed, "character-needle", cell)
     name = _draw(rng, NAMES, lambda n: n not in mentioned, "character names")
     landmark, city = _draw(
@@ -151,6 +175,7 @@ def draw_character(
     act = rng.choice(ACTS).replace("{landmark}", landmark)
     asked = act if style == "literal" else NONLITERAL_ACT.replace("{city}", city)
     key = landmark if style == "literal" else city
+    decoys = _draw_decoys(seed, cell, characters - 1, mentioned, name, city)
     placed = None
     if distractor:
         own = rng_for(seed, "character-distractor", cell)  # its own stream: the needle draws stay as they are
@@ -168,7 +193,36 @@ def draw_character(
         answer_prefix=f"The character who {asked} is",
         key=key,
         distractor=placed,
+        decoys=decoys,
     )
+
+
+def _draw_decoys(
+    seed: int, cell: str, count: int, mentioned: frozenset[str], name: str, city: str
+) -> tuple[Decoy, ...]:
+    """``count`` other characters: distinct names, each at a landmark whose city is neither the asked
+    one's nor another decoy's, so "has been to <city>" fits the asked character alone."""
+    rng = rng_for(seed, "character-decoys", cell)
+    names = [n for n in NAMES if n != name and n not in mentioned]
+    cities = {city}
+    decoys = []
+    for _ in range(count):
+        if not names:
+            raise HaystackError(
+                "the haystack mentions too many of diffbench's character names for this many decoys: "
+                "use fewer --needles or another --haystack"
+            )
+        decoy_name = names.pop(rng.randrange(len(names)))
+        landmark, decoy_city = _draw(
+            rng,
+            LANDMARKS,
+            lambda pair: pair[1] not in cities and not mentioned.intersection(pair),
+            "landmarks or their cities for the decoys",
+        )
+        cities.add(decoy_city)
+        act = rng.choice(ACTS).replace("{landmark}", landmark)
+        decoys.append(Decoy(decoy_name, landmark, f"{decoy_name} {act}.", round(rng.uniform(0.0, 100.0), 2)))
+    return tuple(decoys)
 
 
 def association_in(needle_text: str) -> tuple[str, str] | None:

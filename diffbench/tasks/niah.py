@@ -22,7 +22,7 @@ from diffbench.haystack.sources import HaystackSource
 from diffbench.seeding import rng_for
 from diffbench.specs import NiahSpec, PlacedNeedle, Sample
 from diffbench.tasks.character_needles import INSTRUCTION as CHARACTER_INSTRUCTION
-from diffbench.tasks.character_needles import draw_character, mentioned_terms
+from diffbench.tasks.character_needles import Decoy, draw_character, mentioned_terms
 from diffbench.tasks.multi_needle import (
     build_multi,
     multi_sample_id,
@@ -107,6 +107,7 @@ class NeedleTexts:
     answer_prefix: str
     instruction: str
     distractor: tuple[str, float] | None = None  # a character needle's distractor and its depth
+    decoys: tuple[Decoy, ...] = ()  # the other characters of a character needle's prompt
 
 
 def needle_texts(
@@ -115,7 +116,9 @@ def needle_texts(
     """The spec's needle with this sample's key and value, or its character needle (``cell`` draws it,
     the same in both character styles; ``mentioned``: what the haystack already names)."""
     if spec.needle_style != "magic":
-        drawn = draw_character(spec.seed, cell, spec.needle_style, mentioned, depth, spec.distractor)
+        drawn = draw_character(
+            spec.seed, cell, spec.needle_style, mentioned, depth, spec.distractor, spec.needles
+        )
         return NeedleTexts(
             drawn.key,
             drawn.needle,
@@ -124,6 +127,7 @@ def needle_texts(
             drawn.answer_prefix,
             CHARACTER_INSTRUCTION,
             drawn.distractor,
+            drawn.decoys,
         )
     key, value = draw_needle(spec.seed, sample_id)
     needle = spec.needle
@@ -162,14 +166,23 @@ def _build(
             f"the answer {texts.answer!r} takes {len(answer_ids)} tokens, more than --answer-budget "
             f"{spec.answer_budget}; raise --answer-budget"
         )
-    placements = [(texts.needle, depth)] + ([texts.distractor] if texts.distractor else [])
+    # The needle, then a character needle's decoys and its distractor, none of them asked: listed as
+    # multi-needle samples list theirs (a decoy's value is its name; the distractor has none).
+    others = [PlacedNeedle(key=d.landmark, value=d.name, span=(0, 0), depth=d.depth) for d in texts.decoys]
+    texts_of = [decoy.needle for decoy in texts.decoys]
+    if texts.distractor:
+        others.append(PlacedNeedle(key=texts.key, value="", span=(0, 0), depth=texts.distractor[1]))
+        texts_of.append(texts.distractor[0])
+    placements = [(texts.needle, depth)] + [(text, n.depth) for text, n in zip(texts_of, others, strict=True)]
     built = assemble_needles(prefix, suffix, haystack, placements, length - spec.answer_budget)
     needles = answer_spans = None
-    if texts.distractor:  # the needle (asked) and the distractor (never), listed as multi-needle samples do
-        needle_span, distractor_span = built.needle_spans
+    if others:
         needles = [
-            PlacedNeedle(key=texts.key, value=texts.answer, span=needle_span, depth=depth, query=0),
-            PlacedNeedle(key=texts.key, value="", span=distractor_span, depth=texts.distractor[1]),
+            PlacedNeedle(key=texts.key, value=texts.answer, span=built.needle_spans[0], depth=depth, query=0)
+        ]
+        needles += [
+            n.model_copy(update={"span": span})
+            for n, span in zip(others, built.needle_spans[1:], strict=True)
         ]
         answer_spans = [(0, len(answer_ids))]
     digest = hashlib.sha256(struct.pack(f"<{len(built.input_ids)}q", *built.input_ids)).hexdigest()

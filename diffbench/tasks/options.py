@@ -230,7 +230,8 @@ class NiahOptions(_Strict):
     answer_budget: int | None = Field(default=None, ge=1)  # default: 32 per asked needle (64 for uuids)
     generate: bool | None = None  # default: greedy decoding decides when several values are asked
     rope_scaling: Literal["none", "dynamic", "yarn"] = "none"
-    needles: int | Annotated[list[int], Field(min_length=1)] = 1  # a list sweeps N: one run per value
+    # a list sweeps N: one run per value; None: 1, or CHARACTERS (one asked, the rest decoys) for characters
+    needles: int | Annotated[list[int], Field(min_length=1)] | None = None
     queries: int | None = None  # in a sweep, capped at each N (the Diff paper's "R = 2 except N = 1")
     kind: Literal["multikey", "multivalue", "multiquery"] | None = None
     values: Literal["numbers", "words", "uuids"] = "numbers"
@@ -244,6 +245,7 @@ class NiahOptions(_Strict):
 
     def to_specs(self, spelling: Spelling = TASK_FILE) -> list[NiahSpec]:
         """One spec, or one per N of a ``needles`` sweep, each checked; problems worded by ``spelling``."""
+        from diffbench.tasks.character_needles import CHARACTERS
         from diffbench.tasks.multi_needle import (
             answer_budget_per_query,
             needle_for_values,
@@ -252,11 +254,13 @@ class NiahOptions(_Strict):
         )
 
         self._check_needle_style(spelling)
-        counts = self.needles if isinstance(self.needles, list) else [self.needles]
+        default = 1 if self.needle_style == "magic" else CHARACTERS
+        needles = default if self.needles is None else self.needles
+        counts = needles if isinstance(needles, list) else [needles]
         specs = []
         for count in counts:
             queries = self.queries
-            if isinstance(self.needles, list) and queries is not None:
+            if isinstance(needles, list) and queries is not None:
                 queries = min(queries, count)
             needle = self.needle.to_spec()
             try:
@@ -294,7 +298,8 @@ class NiahOptions(_Strict):
         return specs
 
     def _check_needle_style(self, spelling: Spelling) -> None:
-        """A character needle is one needle of its own: no custom needle, no multi-needle options."""
+        """Character needles are diffbench's own, one asked among ``needles`` characters: no custom needle,
+        no other multi-needle option."""
         if self.needle_style == "magic":
             if self.distractor:
                 raise ValueError(
@@ -304,8 +309,15 @@ class NiahOptions(_Strict):
             return
         style = f"{spelling.name('needle_style')} {self.needle_style}"
         custom = [name for name, value in self.needle.model_dump().items() if value is not None]
+        from diffbench.tasks.character_needles import NAMES
+
+        counts = self.needles if isinstance(self.needles, list) else [self.needles or 1]
+        if max(counts) > len(NAMES):
+            raise ValueError(
+                f"{spelling.about('needles')}{spelling.name('needles')} {max(counts)} is more than the "
+                f"{len(NAMES)} characters diffbench has"
+            )
         multi = {
-            "needles": self.needles != 1,
             "queries": self.queries is not None,
             "kind": self.kind is not None,
             "values": self.values != "numbers",
@@ -316,7 +328,7 @@ class NiahOptions(_Strict):
         if clashes:
             listed = ", ".join(clashes[:-1]) + (" and " if len(clashes) > 1 else "") + clashes[-1]
             raise ValueError(
-                f"{spelling.about('needle_style')}{style} hides one character needle of its own, which "
+                f"{spelling.about('needle_style')}{style} hides character needles of its own, which "
                 f"{listed} would change: leave {'it' if len(clashes) == 1 else 'them'} out, "
                 f"or use {spelling.name('needle_style')} magic"
             )
