@@ -16,7 +16,10 @@ With ``distractor``, a second sentence names the question's key without any char
 the next table kept talking about Dresden."): a literal match that answers nothing, as NoLiMa's
 distractors. A model that follows string matches may attend there instead of to the needle.
 
-Both styles draw the same character, landmark, wording and placement for a given seed and cell, so
+Every prompt holds ``CHARACTERS`` characters by default: the asked one and decoys, other names at
+landmarks of other cities, so the question, not "the one name in the document", picks the character.
+
+Both styles draw the same characters, landmarks, wordings and placements for a given seed and cell, so
 two runs that differ only in the style are paired sample by sample: the literal run is the
 non-literal run's control. A name, landmark or city that the haystack mentions is never drawn,
 because a second mention would make the needle ambiguous or the city a literal distractor (a landmark
