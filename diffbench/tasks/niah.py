@@ -168,21 +168,23 @@ def _build(
         )
     # The needle, then a character needle's decoys and its distractor, none of them asked: listed as
     # multi-needle samples list theirs (a decoy's value is its name; the distractor has none).
-    others = [PlacedNeedle(key=d.landmark, value=d.name, span=(0, 0), depth=d.depth) for d in texts.decoys]
-    texts_of = [decoy.needle for decoy in texts.decoys]
+    unasked = [
+        (PlacedNeedle(key=d.landmark, value=d.name, span=(0, 0), depth=d.depth), d.needle)
+        for d in texts.decoys
+    ]
     if texts.distractor:
-        others.append(PlacedNeedle(key=texts.key, value="", span=(0, 0), depth=texts.distractor[1]))
-        texts_of.append(texts.distractor[0])
-    placements = [(texts.needle, depth)] + [(text, n.depth) for text, n in zip(texts_of, others, strict=True)]
+        text, at = texts.distractor
+        unasked.append((PlacedNeedle(key=texts.key, value="", span=(0, 0), depth=at), text))
+    placements = [(texts.needle, depth)] + [(text, placed.depth) for placed, text in unasked]
     built = assemble_needles(prefix, suffix, haystack, placements, length - spec.answer_budget)
     needles = answer_spans = None
-    if others:
-        needles = [
-            PlacedNeedle(key=texts.key, value=texts.answer, span=built.needle_spans[0], depth=depth, query=0)
-        ]
-        needles += [
-            n.model_copy(update={"span": span})
-            for n, span in zip(others, built.needle_spans[1:], strict=True)
+    if unasked:
+        asked = PlacedNeedle(
+            key=texts.key, value=texts.answer, span=built.needle_spans[0], depth=depth, query=0
+        )
+        needles = [asked] + [
+            placed.model_copy(update={"span": span})
+            for (placed, _), span in zip(unasked, built.needle_spans[1:], strict=True)
         ]
         answer_spans = [(0, len(answer_ids))]
     digest = hashlib.sha256(struct.pack(f"<{len(built.input_ids)}q", *built.input_ids)).hexdigest()
