@@ -71,9 +71,7 @@ def record_for(
         found = forced
         if prediction is not None:
             found = [contains_answer(prediction, gold, boundary) for gold in golds]
-        if (
-            spec.multi_needle
-        ):  # not a character needle beside its distractor: one value, scored as any single needle
+        if spec.multi_needle:  # character needles: one value among decoys, scored as a single needle
             recall = sum(found) / len(found)
             if prediction is None:
                 all_score, part_score = recall, float(any(found))
