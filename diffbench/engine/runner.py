@@ -71,7 +71,7 @@ def record_for(
         found = forced
         if prediction is not None:
             found = [contains_answer(prediction, gold, boundary) for gold in golds]
-        if spec.multi_needle:  # character needles: one value among decoys, scored as a single needle
+        if spec.multi_needle:  # recall over the asked values; a character needle is one value: none
             recall = sum(found) / len(found)
             if prediction is None:
                 all_score, part_score = recall, float(any(found))

@@ -42,19 +42,8 @@ def check_control(runs: list[Run], control: Run) -> None:
         spec, own = run.manifest.spec, control.manifest.spec
         if not (isinstance(spec, NiahSpec) and isinstance(own, NiahSpec)):
             raise UsageError(f"--control {control.run_id!r}: a control pairs niah runs of character needles")
-        fields = set(spec_difference(spec, own))
-        styles = (spec.needle_style, own.needle_style)
-        if "magic" in styles or not fields or not fields <= PAIRED_FIELDS:
-            differs = ", ".join(sorted(fields - PAIRED_FIELDS)) if fields - PAIRED_FIELDS else None
-            why = (
-                f"its task spec also differs in {differs}"
-                if differs
-                else (
-                    "it asks the needles the same way"
-                    if not fields
-                    else "magic-number needles pair with nothing"
-                )
-            )
+        why = _why_unpaired(spec, own)
+        if why is not None:
             raise UsageError(
                 f"--control {control.run_id!r} cannot pair with run {run.run_id!r}: {why}; a control is the "
                 "same grid of character needles in the other --needle-style, or with/without --distractor"
@@ -66,6 +55,18 @@ def check_control(runs: list[Run], control: Run) -> None:
             f"--control {control.run_id!r} pairs niah records, and the reported runs hold none (attention "
             "runs have no verdicts); report a niah run of the same needles with it"
         )
+
+
+def _why_unpaired(spec: NiahSpec, own: NiahSpec) -> str | None:
+    """Why a run's spec and its control's do not pair, or None when they do."""
+    fields = set(spec_difference(spec, own))
+    if fields - PAIRED_FIELDS:
+        return f"its task spec also differs in {', '.join(sorted(fields - PAIRED_FIELDS))}"
+    if not fields:
+        return "it asks the needles the same way"
+    if "magic" in (spec.needle_style, own.needle_style):
+        return "magic-number needles pair with nothing"
+    return None
 
 
 def control_table(runs: list[Run], control: Run, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
