@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 ChatTemplateMode = Literal["auto", "on", "off"]
 RopeScaling = Literal["none", "dynamic", "yarn"]
 RunStatus = Literal["running", "complete", "failed", "interrupted"]
-NeedleKind = Literal["multikey", "multivalue", "multiquery"]
+NeedleKind = Literal["multikey", "multivalue", "multiquery", "vartrack"]
 NeedleValues = Literal["numbers", "words", "uuids"]
 NeedleStyle = Literal["magic", "literal", "nonliteral"]
 # Fields added after the first runs, with the defaults that keep the first runs' samples: left out of
@@ -34,6 +34,7 @@ LATER_FIELD_DEFAULTS: dict[str, object] = {
     "values": "numbers",
     "needle_style": "magic",
     "distractor": False,
+    "hops": 4,
 }
 
 
@@ -72,12 +73,15 @@ class NiahSpec(BaseModel):
     rope_scaling: RopeScaling = "none"
     needles: int = Field(default=1, ge=1)  # N needles in each prompt (the Diff paper's N)
     queries: int = Field(default=1, ge=1)  # R of them asked (the Diff paper's R)
-    kind: NeedleKind = "multikey"  # RULER's variant: distinct keys (multikey/multiquery) or one key
+    # RULER's variant: distinct keys (multikey/multiquery), one key (multivalue), or chains of
+    # assignments to follow (vartrack: ``needles`` chains, one asked, of ``hops`` hops; queries = hops + 1)
+    kind: NeedleKind = "multikey"
     values: NeedleValues = "numbers"  # 7-digit numbers, words or UUIDs
     # magic-number needles, or a character at a landmark asked literally or through the landmark's city
     # (tasks/character_needles.py)
     needle_style: NeedleStyle = "magic"
     distractor: bool = False  # character needles: also a sentence naming the question's key, no character
+    hops: int = Field(default=4, ge=1)  # vartrack: assignments after a chain's first (other kinds: unused)
     # An answer counts only when it ends (scoring.py): the token after it must not extend it, and a
     # gold string inside a longer word or number is not found. Runs stored before the rule read False.
     answer_boundary: bool = True
@@ -87,7 +91,8 @@ class NiahSpec(BaseModel):
         """Whether samples leave the single-needle path (whose samples predate these fields)."""
         if self.needle_style != "magic":  # N character needles: one asked, the others its decoys
             return False
-        return self.needles > 1 or self.queries > 1 or self.kind == "multivalue" or self.values != "numbers"
+        several = self.needles > 1 or self.queries > 1 or self.values != "numbers"
+        return several or self.kind in ("multivalue", "vartrack")
 
     def fingerprint(self) -> str:
         """A short hash that identifies the sample set and scoring; a resumed run must match it."""

@@ -68,7 +68,8 @@ def niah(
         typer.Option(
             min=1,
             help="Needles per prompt (N); the first asked one sits at each depth (default 1; with "
-            "--needle-style literal/nonliteral 4 characters, one asked, three decoys).",
+            "--needle-style literal/nonliteral 4 characters, one asked, three decoys; with --kind "
+            "vartrack 2 chains, one asked, one decoy).",
         ),
     ] = None,
     queries: Annotated[
@@ -77,7 +78,16 @@ def niah(
     ] = None,
     kind: Annotated[
         str | None,
-        typer.Option(help="multikey | multiquery | multivalue (RULER); default from --queries."),
+        typer.Option(
+            help="multikey | multiquery | multivalue | vartrack (RULER); default from --queries. "
+            "vartrack: follow chains of assignments (VAR B = VAR A) hop by hop."
+        ),
+    ] = None,
+    hops: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="--kind vartrack: assignments after each chain's first (default 4, RULER's)."
+        ),
     ] = None,
     values: Annotated[
         str, typer.Option(help="Needle values: numbers (7 digits) | words | uuids.")
@@ -168,6 +178,7 @@ def niah(
             needles=needles,
             queries=queries,
             kind=kind,
+            hops=hops,
             values=values,
             needle_style=needle_style,
             distractor=distractor,
@@ -297,6 +308,12 @@ def execute_niah(
             stdout.print(
                 f"  {row['model']} names the landmark's city with no document for "
                 f"{row['association_known']:.0%} of the needles{there}",
+                highlight=False,
+            )
+        if row.get("wrong_variable_rate") is not None:
+            stdout.print(
+                f"  {row['model']} names a variable of a decoy chain in {row['wrong_variable_rate']:.0%} "
+                "of its answers (recall does not count them)",
                 highlight=False,
             )
         audit = report.summary.get("precision_audit", {}).get(row["model"])

@@ -75,6 +75,10 @@ def record_for(
             recall = sum(found) / len(found)
             if prediction is None:
                 all_score, part_score = recall, float(any(found))
+        if spec.kind == "vartrack" and prediction is not None:  # precision: the decoy chains' variables named
+            from diffbench.tasks.variable_tracking import wrong_variables
+
+            details = {**(details or {}), "wrong_variables": wrong_variables(prediction, sample)}
         needles = [
             NeedleResult(
                 **needle.model_dump(),

@@ -310,7 +310,10 @@ def describe_spec(spec: NiahSpec | HallucSpec) -> str:
     samples = f", {spec.samples_per_cell} per cell" if spec.samples_per_cell > 1 else ""
     haystack = spec.haystack if len(spec.haystack) <= 24 else "…" + spec.haystack[-23:]
     task = spec.task if isinstance(spec, NiahSpec) else f"halluc ({', '.join(spec.probes)})"
-    if isinstance(spec, NiahSpec) and spec.multi_needle:
+    if isinstance(spec, NiahSpec) and spec.kind == "vartrack":
+        chains = f"{spec.needles} chain{'s' if spec.needles > 1 else ''}"
+        task += f" vartrack ({chains} of {spec.hops} hop{'s' if spec.hops > 1 else ''}, one asked)"
+    elif isinstance(spec, NiahSpec) and spec.multi_needle:
         task += f" N={spec.needles} R={spec.queries} {spec.kind} {spec.values}"
     if isinstance(spec, NiahSpec) and spec.needle_style != "magic":
         task += f" {spec.needle_style} character needles ({spec.needles} characters"

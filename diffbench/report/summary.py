@@ -70,17 +70,36 @@ def model_summary(frame: pd.DataFrame) -> pd.DataFrame:
         summary["association_known"] = summary["model"].map(marked.groupby("model")["known"].mean())
         where = marked[marked["known"]].groupby("model")["correct"].mean()
         summary["accuracy_where_known"] = summary["model"].map(where)
+    wrong = names_wrong_variables(frame)
+    if wrong is not None:  # variable tracking: how often a decoded answer names a decoy chain's variable
+        decoded = frame.assign(wrong=wrong)[wrong.notna()]
+        rate = decoded.groupby("model")["wrong"].agg(lambda named: float(named.astype(bool).mean()))
+        summary["wrong_variable_rate"] = summary["model"].map(rate)
     return summary
+
+
+def record_details(frame: pd.DataFrame, field: str) -> pd.Series | None:
+    """Per record, ``details[field]`` (None where absent); None when no record holds it."""
+    if "details" not in frame.columns:
+        return None
+    values = frame["details"].map(lambda details: details.get(field) if isinstance(details, dict) else None)
+    return values if values.notna().any() else None
+
+
+def names_wrong_variables(frame: pd.DataFrame) -> pd.Series | None:
+    """Per decoded variable-tracking record, whether its answer names a variable of a decoy chain
+    (``details.wrong_variables``, engine/runner.py): recall never counts them. None for other runs."""
+    wrong = record_details(frame, "wrong_variables")
+    return None if wrong is None else wrong.map(lambda names: bool(names) if names is not None else None)
 
 
 def association_known(frame: pd.DataFrame) -> pd.Series | None:
     """Per record of character needles, whether the model named the landmark's city with no document
     (``details.association.known``, engine/runner.py); None when the records hold no such check."""
-    if "details" not in frame.columns:
+    association = record_details(frame, "association")
+    if association is None:
         return None
-    known = frame["details"].map(
-        lambda details: (details.get("association") or {}).get("known") if isinstance(details, dict) else None
-    )
+    known = association.map(lambda checked: checked.get("known") if isinstance(checked, dict) else None)
     if not known.notna().any():
         return None
     return known.fillna(False).astype(bool)

@@ -21,8 +21,6 @@ document, and the question says so.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -195,7 +193,7 @@ def build_multi(
     index: int,
 ) -> Sample:
     """One multi-needle sample, token-exact; the asked order decides the question and the answer."""
-    from diffbench.tasks.prompt import prompt_frame
+    from diffbench.tasks.prompt import prompt_frame, prompt_sha256
 
     template = spec.needle
     drawn = draw_needles(spec, sample_id, depth)
@@ -256,7 +254,6 @@ def build_multi(
         PlacedNeedle(key=n.key, value=n.value, span=span, depth=n.depth, query=turns.get(position))
         for position, (n, span) in enumerate(zip(drawn, built.needle_spans, strict=True))
     ]
-    digest = hashlib.sha256(struct.pack(f"<{len(built.input_ids)}q", *built.input_ids)).hexdigest()
     return Sample(
         sample_id=sample_id,
         task="niah",
@@ -273,7 +270,7 @@ def build_multi(
         needle_span=built.needle_spans[0],
         haystack_span=built.haystack_span,
         chat_template=chat,
-        prompt_sha256=digest,
+        prompt_sha256=prompt_sha256(built.input_ids),
         needles=placed,
         answers=[fill(template.answer, drawn[position]) for position in asked],
         answer_value_spans=value_spans,

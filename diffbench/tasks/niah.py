@@ -1,4 +1,5 @@
-"""Needle-in-a-haystack samples over a depth × length grid (multi-needle ones: tasks/multi_needle.py).
+"""Needle-in-a-haystack samples over a depth × length grid (multi-needle ones: tasks/multi_needle.py,
+variable tracking: tasks/variable_tracking.py).
 
 All samples read one haystack stream from its start, as RULER and the original NIAH do: depth,
 length and the needle are the only things that vary along the grid, and every prompt's text before
@@ -11,8 +12,6 @@ gives byte-identical samples.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,8 @@ from diffbench.tasks.multi_needle import (
     build_multi,
     multi_sample_id,
 )
-from diffbench.tasks.prompt import prompt_frame, use_chat_template
+from diffbench.tasks.prompt import prompt_frame, prompt_sha256, use_chat_template
+from diffbench.tasks.variable_tracking import build_chain_sample
 
 KEY_ADJECTIVES = (
     "amber", "brisk", "calm", "dusty", "eager", "faint", "gentle", "hollow", "icy", "jolly",
@@ -81,7 +81,11 @@ def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> 
         for length in spec.lengths:
             for depth in spec.depths:
                 sample_id = sample_id_for(spec, length, depth, index)
-                if spec.multi_needle:
+                if spec.kind == "vartrack":
+                    sample = build_chain_sample(
+                        spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index
+                    )
+                elif spec.multi_needle:
                     sample = build_multi(
                         spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index
                     )
@@ -187,7 +191,6 @@ def _build(
             for (placed, _), span in zip(unasked, built.needle_spans[1:], strict=True)
         ]
         answer_spans = [(0, len(answer_ids))]
-    digest = hashlib.sha256(struct.pack(f"<{len(built.input_ids)}q", *built.input_ids)).hexdigest()
     return Sample(
         sample_id=sample_id,
         task="niah",
@@ -204,7 +207,7 @@ def _build(
         needle_span=built.needle_spans[0],
         haystack_span=built.haystack_span,
         chat_template=chat,
-        prompt_sha256=digest,
+        prompt_sha256=prompt_sha256(built.input_ids),
         needles=needles,
         answers=None if needles is None else [texts.answer],
         answer_value_spans=answer_spans,

@@ -29,7 +29,7 @@ from pydantic import (
 
 from diffbench.errors import UsageError
 from diffbench.lengths import MAX_GRID, parse_depths, parse_lengths, parse_token_count
-from diffbench.specs import HallucSpec, NeedleSpec, NiahSpec
+from diffbench.specs import HallucSpec, NeedleKind, NeedleSpec, NiahSpec
 
 T = TypeVar("T")
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
@@ -233,8 +233,9 @@ class NiahOptions(_Strict):
     # a list sweeps N: one run per value; None: 1, or CHARACTERS (one asked, the rest decoys) for characters
     needles: int | Annotated[list[int], Field(min_length=1)] | None = None
     queries: int | None = None  # in a sweep, capped at each N (the Diff paper's "R = 2 except N = 1")
-    kind: Literal["multikey", "multivalue", "multiquery"] | None = None
+    kind: Literal["multikey", "multivalue", "multiquery", "vartrack"] | None = None
     values: Literal["numbers", "words", "uuids"] = "numbers"
+    hops: int | None = None  # vartrack only: assignments after each chain's first (default 4, RULER's)
     needle_style: Literal["magic", "literal", "nonliteral"] = "magic"
     distractor: bool = False  # character needles only
 
@@ -246,15 +247,12 @@ class NiahOptions(_Strict):
     def to_specs(self, spelling: Spelling = TASK_FILE) -> list[NiahSpec]:
         """One spec, or one per N of a ``needles`` sweep, each checked; problems worded by ``spelling``."""
         from diffbench.tasks.character_needles import CHARACTERS
-        from diffbench.tasks.multi_needle import (
-            answer_budget_per_query,
-            needle_for_values,
-            needle_options,
-            scored_by_generation,
-        )
+        from diffbench.tasks.multi_needle import needle_for_values, scored_by_generation
+        from diffbench.tasks.variable_tracking import DEFAULT_CHAINS
 
         self._check_needle_style(spelling)
-        default = 1 if self.needle_style == "magic" else CHARACTERS
+        defaults = {"magic": 1, "literal": CHARACTERS, "nonliteral": CHARACTERS}
+        default = DEFAULT_CHAINS if self.kind == "vartrack" else defaults[self.needle_style]
         needles = default if self.needles is None else self.needles
         counts = needles if isinstance(needles, list) else [needles]
         specs = []
@@ -264,10 +262,10 @@ class NiahOptions(_Strict):
                 queries = min(queries, count)
             needle = self.needle.to_spec()
             try:
-                queries, kind = needle_options(count, queries, self.kind, self.values, needle, spelling.name)
+                queries, kind, hops, per_query = self._kind_of(count, queries, needle, spelling)
             except UsageError as error:
                 raise ValueError(f"{spelling.about('needles')}{error}") from None
-            budget = self.answer_budget or answer_budget_per_query(self.values) * queries
+            budget = self.answer_budget or per_query * queries
             if self.lengths[0] <= budget:
                 raise ValueError(
                     f"{spelling.about('lengths')}length {self.lengths[0]} leaves no room for a prompt after "
@@ -293,9 +291,30 @@ class NiahOptions(_Strict):
                     values=self.values,
                     needle_style=self.needle_style,
                     distractor=self.distractor,
+                    hops=hops,
                 )
             )
         return specs
+
+    def _kind_of(
+        self, count: int, queries: int | None, needle: NeedleSpec, spelling: Spelling
+    ) -> tuple[int, NeedleKind, int, int]:
+        """N needles' resolved (queries, kind, hops, answer tokens per asked value); a problem raises."""
+        from diffbench.tasks.multi_needle import answer_budget_per_query, needle_options
+        from diffbench.tasks.variable_tracking import DEFAULT_HOPS, TOKENS_PER_VARIABLE, chain_options
+
+        hops = DEFAULT_HOPS if self.hops is None else self.hops
+        if self.kind == "vartrack":
+            asked = chain_options(count, queries, self.values, needle, hops, spelling.name)
+            return asked, "vartrack", hops, TOKENS_PER_VARIABLE
+        if self.hops is not None:
+            kind = spelling.name("kind")
+            raise UsageError(
+                f"{spelling.name('hops')} sets the chain length of {kind} vartrack: add {kind} vartrack, "
+                f"or leave out {spelling.name('hops')}"
+            )
+        asked, resolved = needle_options(count, queries, self.kind, self.values, needle, spelling.name)
+        return asked, resolved, hops, answer_budget_per_query(self.values)
 
     def _check_needle_style(self, spelling: Spelling) -> None:
         """Character needles are diffbench's own, one asked among ``needles`` characters: no custom needle,
@@ -321,6 +340,7 @@ class NiahOptions(_Strict):
             "queries": self.queries is not None,
             "kind": self.kind is not None,
             "values": self.values != "numbers",
+            "hops": self.hops is not None,
         }
         clashes = [spelling.name(name) for name in custom] + [
             spelling.name(name) for name, given in multi.items() if given

@@ -4,6 +4,8 @@ sees the same frame in every task."""
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from typing import Any
 
 from diffbench.errors import UsageError
@@ -45,3 +47,8 @@ def prompt_frame(
         )
         suffix = encoder.encode("\n\n" + question + "\n\n" + answer_prefix)
     return prefix, suffix
+
+
+def prompt_sha256(input_ids: list[int]) -> str:
+    """The prompt's identity across models (``Sample.prompt_sha256``): sha256 over its ids as int64."""
+    return hashlib.sha256(struct.pack(f"<{len(input_ids)}q", *input_ids)).hexdigest()
