@@ -623,6 +623,24 @@ CASES = [
     ),
     Case("E-NEEDLES-KIND", niah("--needles", "4", "--kind", "multiset"), "unknown --kind '"),
     Case("E-NEEDLES-VALUES", niah("--values", "colours"), "unknown --values '"),
+    Case(
+        "E-VARTRACK-QUERIES", niah("--kind", "vartrack", "--queries", "2"), "asks every variable of one chain"
+    ),
+    Case("E-VARTRACK-VALUES", niah("--kind", "vartrack", "--values", "uuids"), "assigns numbers of its own"),
+    Case(
+        "E-VARTRACK-NEEDLE",
+        niah("--kind", "vartrack", "--needle", "N 4.", "--question", "N?", "--answer", "4"),
+        "--kind vartrack hides assignment statements of its own",
+    ),
+    Case(
+        "E-VARTRACK-CHAINS", niah("--kind", "vartrack", "--needles", "65"), "out of range for --kind vartrack"
+    ),
+    Case("E-HOPS-WITHOUT-VARTRACK", niah("--hops", "2"), "--hops sets the chain length of --kind vartrack"),
+    Case(
+        "E-VARTRACK-OVER-BUDGET",
+        niah("--kind", "vartrack", "--answer-budget", "8", grid=("--lengths", "2k", "--depths", "1")),
+        "variables of the asked chain take",
+    ),
     Case("E-NEEDLE-STYLE", niah("--needle-style", "oblique"), "unknown --needle-style '"),
     Case(
         "E-NEEDLE-STYLE-TOO-MANY",
