@@ -19,6 +19,7 @@ from diffbench.cli import app
 from diffbench.engine.runner import record_for
 from diffbench.engine.teacher_forcing import AnswerScore
 from diffbench.haystack.sources import load_source
+from diffbench.report.summary import model_summary, recall_by_hop, records_frame
 from diffbench.specs import NiahSpec, Record, Sample
 from diffbench.tasks.niah import generate_samples
 from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
@@ -244,6 +245,10 @@ def test_recall_counts_the_chain_and_wrong_variables_the_decoys(
     ]  # fmt: skip
     glued = scored_record(sample, spec, tiny_tokenizer, f"{names[0]}X {names[1]}")  # not at word bounds
     assert glued.recall == pytest.approx(0.2)
+    frame = records_frame([r.model_dump(mode="json") for r in (full, partial, glued)])
+    assert recall_by_hop(frame) == {"m": pytest.approx([2 / 3, 1.0, 1 / 3, 2 / 3, 1 / 3])}
+    (row,) = model_summary(frame).to_dict(orient="records")
+    assert row["wrong_variable_rate"] == pytest.approx(1 / 3) and row["recall"] == pytest.approx(0.6)
 
 
 def test_a_run_records_every_statement_and_the_summary_counts_wrong_variables(
@@ -276,6 +281,7 @@ def test_a_run_records_every_statement_and_the_summary_counts_wrong_variables(
     (model,) = json.loads(result.stdout)["models"]
     rate = sum(bool(r.details and r.details["wrong_variables"]) for r in records) / 2
     assert model["wrong_variable_rate"] == pytest.approx(rate)
+    assert len(model["recall_by_hop"]) == 3  # three variables per chain
     report = CliRunner().invoke(app, ["report", str(out), "--format", "markdown"])
     assert report.exit_code == 0, report.stderr
     assert "vartrack (2 chains of 2 hops, one asked)" in report.stdout

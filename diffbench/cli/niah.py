@@ -316,6 +316,9 @@ def execute_niah(
                 "of its answers (recall does not count them)",
                 highlight=False,
             )
+        if row.get("recall_by_hop"):
+            hops = ", ".join(f"{share:.2f}" for share in row["recall_by_hop"])
+            stdout.print(f"  {row['model']} finds the chain's variables, hop by hop: {hops}", highlight=False)
         audit = report.summary.get("precision_audit", {}).get(row["model"])
         warning = audit_warning(row["model"], audit) if audit else None
         if warning:

@@ -75,7 +75,27 @@ def model_summary(frame: pd.DataFrame) -> pd.DataFrame:
         decoded = frame.assign(wrong=wrong)[wrong.notna()]
         rate = decoded.groupby("model")["wrong"].agg(lambda named: float(named.astype(bool).mean()))
         summary["wrong_variable_rate"] = summary["model"].map(rate)
+    by_hop = recall_by_hop(frame)
+    if by_hop:  # variable tracking: where the chains break
+        summary["recall_by_hop"] = summary["model"].map(lambda model: by_hop.get(model))
     return summary
+
+
+def recall_by_hop(frame: pd.DataFrame) -> dict[str, list[float]]:
+    """Per model of a variable-tracking run, the share of records that found the chain's k-th variable
+    (k = 0: the one assigned the value; k: reached after k hops): where a chain breaks."""
+    if "needles" not in frame.columns:
+        return {}
+    chains = frame[frame["sample_id"].str.startswith("niah-vartrack-")]
+    found: dict[str, list[list[bool]]] = {}
+    for model, needles in zip(chains["model"], chains["needles"], strict=True):
+        asked = sorted((n for n in needles or [] if n.get("query") is not None), key=lambda n: n["query"])
+        for hop, needle in enumerate(asked):
+            per_hop = found.setdefault(model, [])
+            if hop == len(per_hop):
+                per_hop.append([])
+            per_hop[hop].append(bool(needle.get("retrieved")))
+    return {model: [round(sum(hits) / len(hits), 6) for hits in hops] for model, hops in found.items()}
 
 
 def record_details(frame: pd.DataFrame, field: str) -> pd.Series | None:
