@@ -285,3 +285,7 @@ def test_a_run_records_every_statement_and_the_summary_counts_wrong_variables(
     report = CliRunner().invoke(app, ["report", str(out), "--format", "markdown"])
     assert report.exit_code == 0, report.stderr
     assert "vartrack (2 chains of 2 hops, one asked)" in report.stdout
+    recall = sum(r.recall or 0.0 for r in records) / 2
+    assert "| accuracy | 95% CI | recall |" in report.stdout  # multi-needle reports show recall
+    assert f"| 1K | 2 | {sum(r.correct for r in records) / 2:.3f} |" in report.stdout
+    assert f"] | {recall:.3f} |" in report.stdout

@@ -176,6 +176,7 @@ def length_summary(frame: pd.DataFrame, reference: str | None = None, seed: int 
     from diffbench.stats import paired_comparison, wilson_interval
 
     verdicts = _verdicts_by_sample(frame)
+    recall = has_recall(frame)
     rows: list[dict[str, Any]] = []
     for (task, model), own in frame.groupby(["task", "model"], sort=False):
         variant = own["variant"].iloc[0]
@@ -199,6 +200,8 @@ def length_summary(frame: pd.DataFrame, reference: str | None = None, seed: int 
                 "ci_low": low,
                 "ci_high": high,
                 "mean_score": float(part["score"].mean()),
+                # multi-needle runs: the fraction of asked values found, which moves where accuracy is 0
+                "recall": float(part["recall"].mean()) if recall else None,
                 "delta": None,
                 "delta_low": None,
                 "delta_high": None,

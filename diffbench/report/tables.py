@@ -67,6 +67,9 @@ def comparison_cells(
     """Headers and text cells of the comparison table, shared by the terminal and Markdown views."""
     value, signed = f"{{:.{digits}f}}", f"{{:+.{digits}f}}"
     headers = ["task", "model", "variant", "length", "n", "accuracy", "95% CI"]
+    recall = "recall" in rows.columns and bool(rows["recall"].notna().any())  # multi-needle runs
+    if recall:
+        headers.append("recall")
     if reference is not None:
         headers += [f"Δ vs {reference}", "Δ 95% CI"]
     cells = []
@@ -80,6 +83,8 @@ def comparison_cells(
             number_text(row["accuracy"], value),
             interval_text(row["ci_low"], row["ci_high"], value),
         ]
+        if recall:
+            line.append(number_text(row["recall"], value))
         if reference is not None:
             line += [
                 number_text(row["delta"], signed),
