@@ -47,7 +47,7 @@ QUESTION = (
     "Which variables are assigned the value {value}, directly or through other variables? "
     "List them in the order they are assigned."
 )
-ANSWER_PREFIX = "The variables assigned the value {value} are"
+ANSWER_PREFIX = "The variables assigned the value {value} are:"
 SEPARATOR = ","
 TOKENS_PER_VARIABLE = 12  # a five-letter name is up to five tokens, and a separator one
 
