@@ -58,10 +58,29 @@ def grids(tokenizers: dict[str, Any]) -> dict[tuple[str, str], list[Sample]]:
 
 
 def haystack_without_needle(sample: Sample) -> tuple[list[int], int]:
-    """The haystack ids with the needle taken out, and where the needle stood in them."""
-    (hay_start, hay_end), (needle_start, needle_end) = sample.haystack_span, sample.needle_span
-    ids = sample.input_ids
-    return ids[hay_start:needle_start] + ids[needle_end:hay_end], needle_start - hay_start
+    """The haystack ids with every needle (asked, decoys, distractors, statements) taken out, and where
+    the sample's needle, the one at its depth, stood in them."""
+    spans = sorted(tuple(n.span) for n in sample.needles) if sample.needles else [tuple(sample.needle_span)]
+    ids, cursor, at = [], sample.haystack_span[0], 0
+    for start, end in spans:
+        ids += sample.input_ids[cursor:start]
+        if (start, end) == tuple(sample.needle_span):
+            at = len(ids)
+        cursor = end
+    return ids + sample.input_ids[cursor : sample.haystack_span[1]], at
+
+
+def needle_offset(tokenizer: Any, sample: Sample) -> tuple[float, int, int]:
+    """How far the sample's needle starts from token depth × L of its needle-free haystack, the longer of
+    the sentences just before and after it (within one sentence: the first is at most the second), and
+    L. Asserts that the needle starts a sentence."""
+    hay, at = haystack_without_needle(sample)
+    boundaries = [*sentence_starts(tokenizer, hay), len(hay)]
+    assert at in boundaries, (sample.sample_id, tokenizer.decode(hay[max(0, at - 5) : at + 5]))
+    index = boundaries.index(at)
+    sizes = [b - a for a, b in itertools.pairwise(boundaries)]
+    adjacent = sizes[max(0, index - 1) : index + 1]  # the sentences just before and after the needle
+    return abs(at - sample.depth / 100.0 * len(hay)), max(adjacent), len(hay)
 
 
 def sentence_starts(tokenizer: Any, ids: list[int]) -> list[int]:
@@ -163,15 +182,9 @@ def test_needle_sits_at_a_sentence_start_within_one_sentence_of_its_depth(
     tokenizer = tokenizers[kind]
     worst = 0.0
     for sample in grids[kind, haystack]:
-        hay, at = haystack_without_needle(sample)
-        boundaries = [*sentence_starts(tokenizer, hay), len(hay)]
-        assert at in boundaries, (sample.sample_id, tokenizer.decode(hay[max(0, at - 5) : at + 5]))
-        index = boundaries.index(at)
-        sizes = [b - a for a, b in itertools.pairwise(boundaries)]
-        adjacent = sizes[max(0, index - 1) : index + 1]  # the sentences just before and after the needle
-        target = sample.depth / 100.0 * len(hay)
-        assert abs(at - target) <= max(adjacent), (sample.sample_id, at, target, adjacent)
-        worst = max(worst, abs(at - target) / len(hay))
+        offset, sentence, haystack_tokens = needle_offset(tokenizer, sample)
+        assert offset <= sentence, (sample.sample_id, offset, sentence)
+        worst = max(worst, offset / haystack_tokens)
     assert worst > 0  # the check above compared real, unequal positions
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_context import needle_offset, sentence_starts
 from typer.testing import CliRunner
 
 from diffbench.cli import app
@@ -24,7 +25,6 @@ from diffbench.tasks.niah import generate_samples
 from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SENTENCE_END = re.compile(r"[.!?]$")
 # sha256 over every sample id and its input_ids for GOLDEN_SPEC on the session's trained tokenizer
 # (tests/conftest.py), whose own digest is TOKENIZER_DIGEST. An intended change to the generator
 # changes this: check the new samples, then update it.
@@ -51,17 +51,6 @@ def multi_spec(
 
 def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
     return generate_samples(spec, tokenizer, load_source(spec.haystack, spec.seed))
-
-
-def sentence_starts(tokenizer: Any, ids: list[int]) -> list[int]:
-    """Token indices where a sentence (with its leading whitespace) starts, from the decoded text."""
-    pieces = [tokenizer.decode([i]) for i in ids]
-    starts, text = [0], ""
-    for index, piece in enumerate(pieces):
-        if index and piece[:1].isspace() and SENTENCE_END.search(text):
-            starts.append(index)
-        text += piece
-    return starts
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +134,8 @@ def test_needles_sit_at_sentence_boundaries_and_the_answer_needle_at_its_depth(
             assert insertions[needle.span] in starts or insertions[needle.span] == len(hay_ids)
         answer = sample.needles[0]
         assert answer.query == 0 and answer.depth == sample.depth and answer.span == sample.needle_span
-        boundaries = [*starts, len(hay_ids)]
-        position = insertions[answer.span]
-        index = boundaries.index(position)
-        sizes = [b - a for a, b in itertools.pairwise(boundaries)]
-        adjacent = sizes[max(0, index - 1) : index + 1]  # the sentences just before and after it
-        target = sample.depth / 100 * len(hay_ids)
-        assert abs(position - target) <= max(adjacent), (sample.sample_id, position, target)  # one sentence
+        offset, sentence, _ = needle_offset(tiny_tokenizer, sample)
+        assert offset <= sentence, (sample.sample_id, offset, sentence)  # within one sentence of its depth
 
 
 def test_keys_values_queries_and_the_answer_string(grid: list[Sample], tiny_tokenizer: Any) -> None:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from diffbench.errors import UsageError
-from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble_needles
+from diffbench.haystack.fit import assemble_needles
 from diffbench.seeding import rng_for
 from diffbench.specs import NeedleKind, NeedleSpec, NiahSpec, PlacedNeedle, Sample
+from diffbench.tasks.cell import GridCell
 
 # Invented city names (no real place, so no model knows a "magic number" for one from training).
 CITIES = (
@@ -181,22 +182,13 @@ def multi_sample_id(spec: NiahSpec, length: int, depth: float, index: int) -> st
     return f"niah-{spec.kind}-n{spec.needles}-r{spec.queries}-{spec.values}/{length}/{depth:g}/{index}"
 
 
-def build_multi(
-    spec: NiahSpec,
-    tokenizer: Any,
-    encoder: SegmentEncoder,
-    haystack: TokenizedHaystack,
-    chat: bool,
-    sample_id: str,
-    length: int,
-    depth: float,
-    index: int,
-) -> Sample:
+def build_multi(cell: GridCell) -> Sample:
     """One multi-needle sample, token-exact; the asked order decides the question and the answer."""
-    from diffbench.tasks.prompt import prompt_frame, prompt_sha256
+    from diffbench.tasks.prompt import prompt_frame
 
+    spec, encoder = cell.spec, cell.encoder
     template = spec.needle
-    drawn = draw_needles(spec, sample_id, depth)
+    drawn = draw_needles(spec, cell.sample_id, cell.depth)
 
     def fill(text: str, needle: DrawnNeedle) -> str:
         return text.replace("{key}", needle.key).replace("{value}", needle.value)
@@ -211,15 +203,10 @@ def build_multi(
         question = fill(template.question, first)
     prefix_text = fill(template.answer_prefix, first)
     prefix, suffix = prompt_frame(
-        tokenizer, encoder, fill(template.instruction, first), question, prefix_text, chat
+        cell.tokenizer, encoder, fill(template.instruction, first), question, prefix_text, cell.chat
     )
-    built = assemble_needles(
-        prefix,
-        suffix,
-        haystack,
-        [(fill(template.needle, n), n.depth) for n in drawn],
-        length - spec.answer_budget,
-    )
+    placements = [(fill(template.needle, n), n.depth) for n in drawn]
+    built = assemble_needles(prefix, suffix, cell.haystack, placements, cell.prompt_budget)
     if spec.kind == "multivalue":  # one key: its values in document order
         asked = sorted(range(len(drawn)), key=lambda i: built.needle_spans[i][0])
     else:
@@ -254,23 +241,13 @@ def build_multi(
         PlacedNeedle(key=n.key, value=n.value, span=span, depth=n.depth, query=turns.get(position))
         for position, (n, span) in enumerate(zip(drawn, built.needle_spans, strict=True))
     ]
-    return Sample(
-        sample_id=sample_id,
-        task="niah",
-        target_length=length,
-        depth=depth,
-        sample_index=index,
+    return cell.sample(
+        built,
         key=first.key,
         answer=answer_text.strip(),
         needle_text=fill(template.needle, first),
         question=question,
-        input_ids=built.input_ids,
         answer_ids=answer_ids,
-        prompt_tokens=len(built.input_ids),
-        needle_span=built.needle_spans[0],
-        haystack_span=built.haystack_span,
-        chat_template=chat,
-        prompt_sha256=prompt_sha256(built.input_ids),
         needles=placed,
         answers=[fill(template.answer, drawn[position]) for position in asked],
         answer_value_spans=value_spans,

@@ -20,13 +20,14 @@ from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble_n
 from diffbench.haystack.sources import HaystackSource
 from diffbench.seeding import rng_for
 from diffbench.specs import NiahSpec, PlacedNeedle, Sample
+from diffbench.tasks.cell import GridCell
 from diffbench.tasks.character_needles import INSTRUCTION as CHARACTER_INSTRUCTION
 from diffbench.tasks.character_needles import Decoy, draw_character, mentioned_terms
 from diffbench.tasks.multi_needle import (
     build_multi,
     multi_sample_id,
 )
-from diffbench.tasks.prompt import prompt_frame, prompt_sha256, use_chat_template
+from diffbench.tasks.prompt import prompt_frame, use_chat_template
 from diffbench.tasks.variable_tracking import build_chain_sample
 
 KEY_ADJECTIVES = (
@@ -81,20 +82,14 @@ def generate_samples(spec: NiahSpec, tokenizer: Any, source: HaystackSource) -> 
         for length in spec.lengths:
             for depth in spec.depths:
                 sample_id = sample_id_for(spec, length, depth, index)
+                cell = GridCell(spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index)
                 if spec.kind == "vartrack":
-                    sample = build_chain_sample(
-                        spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index
-                    )
+                    sample = build_chain_sample(cell)
                 elif spec.multi_needle:
-                    sample = build_multi(
-                        spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index
-                    )
+                    sample = build_multi(cell)
                 else:
-                    cell = f"{length}/{depth:g}/{index}"
-                    texts = needle_texts(spec, sample_id, cell, depth, mentioned)
-                    sample = _build(
-                        spec, tokenizer, encoder, haystack, chat, sample_id, length, depth, index, texts
-                    )
+                    place = f"{length}/{depth:g}/{index}"
+                    sample = _build(cell, needle_texts(spec, sample_id, place, depth, mentioned))
                 samples.append(sample)
     samples.sort(key=lambda s: (s.target_length, s.depth, s.sample_index))
     return samples
@@ -149,20 +144,10 @@ def needle_texts(
     )
 
 
-def _build(
-    spec: NiahSpec,
-    tokenizer: Any,
-    encoder: SegmentEncoder,
-    haystack: TokenizedHaystack,
-    chat: bool,
-    sample_id: str,
-    length: int,
-    depth: float,
-    index: int,
-    texts: NeedleTexts,
-) -> Sample:
+def _build(cell: GridCell, texts: NeedleTexts) -> Sample:
+    spec, encoder, depth = cell.spec, cell.encoder, cell.depth
     prefix, suffix = prompt_frame(
-        tokenizer, encoder, texts.instruction, texts.question, texts.answer_prefix, chat
+        cell.tokenizer, encoder, texts.instruction, texts.question, texts.answer_prefix, cell.chat
     )
     answer_ids = encoder.encode((" " if texts.answer_prefix else "") + texts.answer)
     if len(answer_ids) > spec.answer_budget:
@@ -180,7 +165,7 @@ def _build(
         text, at = texts.distractor
         unasked.append((PlacedNeedle(key=texts.key, value="", span=(0, 0), depth=at), text))
     placements = [(texts.needle, depth)] + [(text, placed.depth) for placed, text in unasked]
-    built = assemble_needles(prefix, suffix, haystack, placements, length - spec.answer_budget)
+    built = assemble_needles(prefix, suffix, cell.haystack, placements, cell.prompt_budget)
     needles = answer_spans = None
     if unasked:
         asked = PlacedNeedle(
@@ -191,23 +176,13 @@ def _build(
             for (placed, _), span in zip(unasked, built.needle_spans[1:], strict=True)
         ]
         answer_spans = [(0, len(answer_ids))]
-    return Sample(
-        sample_id=sample_id,
-        task="niah",
-        target_length=length,
-        depth=depth,
-        sample_index=index,
+    return cell.sample(
+        built,
         key=texts.key,
         answer=texts.answer,
         needle_text=texts.needle,
         question=texts.question,
-        input_ids=built.input_ids,
         answer_ids=answer_ids,
-        prompt_tokens=len(built.input_ids),
-        needle_span=built.needle_spans[0],
-        haystack_span=built.haystack_span,
-        chat_template=chat,
-        prompt_sha256=prompt_sha256(built.input_ids),
         needles=needles,
         answers=None if needles is None else [texts.answer],
         answer_value_spans=answer_spans,

@@ -24,14 +24,14 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from diffbench.errors import UsageError
-from diffbench.haystack.fit import SegmentEncoder, TokenizedHaystack, assemble_needles
+from diffbench.haystack.fit import assemble_needles
 from diffbench.seeding import rng_for
 from diffbench.specs import NeedleSpec, NiahSpec, PlacedNeedle, Sample
+from diffbench.tasks.cell import GridCell
 from diffbench.tasks.multi_needle import command_line_flag
-from diffbench.tasks.prompt import prompt_frame, prompt_sha256
+from diffbench.tasks.prompt import prompt_frame
 
 DEFAULT_HOPS = 4  # RULER's vt default: chains of five variables
 DEFAULT_CHAINS = 2  # the asked chain and one decoy
@@ -128,32 +128,22 @@ def draw_chains(spec: NiahSpec, sample_id: str, depth: float) -> list[Chain]:
     return chains
 
 
-def build_chain_sample(
-    spec: NiahSpec,
-    tokenizer: Any,
-    encoder: SegmentEncoder,
-    haystack: TokenizedHaystack,
-    chat: bool,
-    sample_id: str,
-    length: int,
-    depth: float,
-    index: int,
-) -> Sample:
+def build_chain_sample(cell: GridCell) -> Sample:
     """One variable-tracking sample, token-exact; the answer lists the asked chain's variables in order."""
-    chains = draw_chains(spec, sample_id, depth)
+    spec, encoder = cell.spec, cell.encoder
+    chains = draw_chains(spec, cell.sample_id, cell.depth)
     asked = chains[0]
     question = QUESTION.format(value=asked.value)
     prefix_text = ANSWER_PREFIX.format(value=asked.value)
-    prefix, suffix = prompt_frame(tokenizer, encoder, INSTRUCTION, question, prefix_text, chat)
+    prefix, suffix = prompt_frame(cell.tokenizer, encoder, INSTRUCTION, question, prefix_text, cell.chat)
     # (asked turn or None, statement): the asked chain's statements first, in chain order
     statements = [
         (position if chain_index == 0 else None, statement)
         for chain_index, chain in enumerate(chains)
         for position, statement in enumerate(chain.statements)
     ]
-    built = assemble_needles(
-        prefix, suffix, haystack, [(s.text, s.depth) for _, s in statements], length - spec.answer_budget
-    )
+    placements = [(statement.text, statement.depth) for _, statement in statements]
+    built = assemble_needles(prefix, suffix, cell.haystack, placements, cell.prompt_budget)
     answer_ids: list[int] = []
     value_spans: list[tuple[int, int]] = []
     for turn, statement in enumerate(asked.statements):
@@ -177,23 +167,13 @@ def build_chain_sample(
         )
         for (turn, statement), span in zip(statements, built.needle_spans, strict=True)
     ]
-    return Sample(
-        sample_id=sample_id,
-        task="niah",
-        target_length=length,
-        depth=depth,
-        sample_index=index,
+    return cell.sample(
+        built,
         key=asked.value,
         answer=", ".join(s.variable for s in asked.statements),
         needle_text=asked.statements[0].text,
         question=question,
-        input_ids=built.input_ids,
         answer_ids=answer_ids,
-        prompt_tokens=len(built.input_ids),
-        needle_span=built.needle_spans[0],
-        haystack_span=built.haystack_span,
-        chat_template=chat,
-        prompt_sha256=prompt_sha256(built.input_ids),
         needles=placed,
         answers=[s.variable for s in asked.statements],
         answer_value_spans=value_spans,

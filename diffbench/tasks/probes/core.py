@@ -11,10 +11,8 @@ digits and no names).
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from diffbench.errors import UsageError
 from diffbench.haystack.fit import MIN_HAYSTACK_TOKENS, SegmentEncoder, TokenizedHaystack, nearest_boundary
 from diffbench.tasks.probes.registry import PROBES
+from diffbench.tasks.prompt import prompt_sha256
 
 # ----------------------------------------------------------------------------- names
 
@@ -368,10 +367,6 @@ class ProbeItem(BaseModel):
     evidence_spans: list[tuple[int, int]] = []  # sentences that carry the gold answer (the needles)
     answer_spans: list[tuple[int, int]] = []  # tokens spelling the answer in them; [] when not in context
     response_start: int | None = None  # where the response header (chat turn, answer prefix) starts
-
-
-def prompt_digest(input_ids: list[int]) -> str:
-    return hashlib.sha256(struct.pack(f"<{len(input_ids)}q", *input_ids)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -727,7 +722,7 @@ class Builder:
             input_ids=document.input_ids,
             prompt_tokens=len(document.input_ids),
             gold_span=document.gold_span,
-            prompt_sha256=prompt_digest(document.input_ids),
+            prompt_sha256=prompt_sha256(document.input_ids),
             context=document.context,
             template_text=f"{instruction}\n{question_text}\n{answer_prefix}",
             candidates=candidates,

@@ -24,12 +24,12 @@ from diffbench.tasks.probes.core import (
     ProbeItem,
     build_frame,
     cut_at_stop,
-    prompt_digest,
     response_header,
     response_header_start,
 )
 from diffbench.tasks.probes.metrics import ABSTAIN_PATTERN, extract_numbers, k_precision, token_f1
 from diffbench.tasks.probes.scoring import Verdict
+from diffbench.tasks.prompt import prompt_sha256
 
 MAX_NEW_TOKENS = 128
 FIELDS_HINT = "each line must be a JSON object with a string 'context' and optional 'question' and 'answer'"
@@ -121,7 +121,7 @@ def dataset_items(spec: Any, tokenizer: Any) -> list[ProbeItem]:
                     input_ids=input_ids,
                     prompt_tokens=len(input_ids),
                     gold_span=(len(before), len(before) + len(ids)),
-                    prompt_sha256=prompt_digest(input_ids),
+                    prompt_sha256=prompt_sha256(input_ids),
                     context=tokenizer.decode(ids, skip_special_tokens=True),
                     template_text=f"{instruction}\n{question_text}\n{prefix}",
                     question=question,
