@@ -109,9 +109,11 @@ def draw_chains(spec: NiahSpec, sample_id: str, depth: float) -> list[Chain]:
     rng = rng_for(spec.seed, "chains", sample_id)
     links = spec.hops + 1
     names: list[str] = []
+    taken = {"XXXXX", "YYYYY"}  # the instruction's examples
     while len(names) < spec.needles * links:
         name = "".join(rng.choices(string.ascii_uppercase, k=NAME_LETTERS))
-        if name not in names and name not in ("XXXXX", "YYYYY"):  # the instruction's examples
+        if name not in taken:
+            taken.add(name)
             names.append(name)
     values = [str(v) for v in rng.sample(range(10_000, 100_000), spec.needles)]
     chains = []
