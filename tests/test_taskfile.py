@@ -62,6 +62,9 @@ SHIPPED = {
     "literal-4k-32k.toml": [
         *("--lengths", "4k-32k", "--depths", "5", "--samples", "5", "--needle-style", "literal"),
     ],
+    "vartrack-4k-32k.toml": [
+        *("--lengths", "4k-32k", "--depths", "5", "--samples", "5", "--kind", "vartrack"),
+    ],
 }
 HALLUC_SHIPPED = {"halluc-probes.toml"}
 MINIMAL = 'format = 1\ntask = "niah"\nlengths = "1k-4k"\ndepths = 5\n'
