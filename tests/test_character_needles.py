@@ -10,15 +10,13 @@ from typing import Any
 
 import pytest
 import run_factory
-from test_context import haystack_without_needle, needle_offset, sentence_starts
+from test_context import haystack_without_needle, needle_offset, samples_of, sentence_starts
 from typer.testing import CliRunner
 
 from diffbench.cli import app
 from diffbench.errors import HaystackError, UsageError
-from diffbench.haystack.sources import load_source
 from diffbench.specs import NiahSpec, Record, Sample
 from diffbench.tasks.character_needles import LANDMARKS, NAMES
-from diffbench.tasks.niah import generate_samples
 from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
 
 STOP_WORDS = {"the", "a", "an", "to", "of", "in", "at", "for", "has", "is", "which", "who", "once"}
@@ -30,10 +28,6 @@ def character_spec(
     options = {"lengths": "384,512", "depths": "0,25,50,75,100", "samples_per_cell": samples}
     extra = {"seed": seed, "haystack": haystack, "needle_style": style, "needles": needles}
     return command_line_options(NiahOptions, {**options, **extra}).to_spec(COMMAND_LINE)
-
-
-def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
-    return generate_samples(spec, tokenizer, load_source(spec.haystack, spec.seed))
 
 
 def content_words(text: str) -> set[str]:

@@ -57,6 +57,11 @@ def grids(tokenizers: dict[str, Any]) -> dict[tuple[str, str], list[Sample]]:
     }
 
 
+def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
+    """The spec's grid for one tokenizer, on the spec's own haystack and seed."""
+    return generate_samples(spec, tokenizer, load_source(spec.haystack, spec.seed))
+
+
 def haystack_without_needle(sample: Sample) -> tuple[list[int], int]:
     """The haystack ids with every needle (asked, decoys, distractors, statements) taken out, and where
     the sample's needle, the one at its depth, stood in them."""

@@ -11,17 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_context import needle_offset, sentence_starts
+from test_context import needle_offset, samples_of, sentence_starts
 from typer.testing import CliRunner
 
 from diffbench.cli import app
 from diffbench.engine.shared_prefill import PromptJob, SharedPrefixEngine
 from diffbench.engine.teacher_forcing import score_answer
 from diffbench.errors import UsageError
-from diffbench.haystack.sources import load_source
 from diffbench.specs import NeedleSpec, NiahSpec, Record, Sample
 from diffbench.tasks.multi_needle import CITIES, needle_options
-from diffbench.tasks.niah import generate_samples
 from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,10 +45,6 @@ def multi_spec(
     options = {"lengths": lengths, "depths": depths, "samples_per_cell": samples, "seed": seed}
     extra = {"haystack": haystack, "needles": needles, "queries": queries, "kind": kind, "values": values}
     return command_line_options(NiahOptions, {**options, **extra}).to_spec(COMMAND_LINE)
-
-
-def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
-    return generate_samples(spec, tokenizer, load_source(spec.haystack, spec.seed))
 
 
 @pytest.fixture(scope="module")

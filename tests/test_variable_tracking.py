@@ -12,16 +12,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_context import needle_offset
+from test_context import needle_offset, samples_of
 from typer.testing import CliRunner
 
 from diffbench.cli import app
 from diffbench.engine.runner import record_for
 from diffbench.engine.teacher_forcing import AnswerScore
-from diffbench.haystack.sources import load_source
 from diffbench.report.summary import model_summary, recall_by_hop, records_frame
 from diffbench.specs import NiahSpec, Record, Sample
-from diffbench.tasks.niah import generate_samples
 from diffbench.tasks.options import COMMAND_LINE, NiahOptions, command_line_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,10 +33,6 @@ GOLDEN_HASH = "940688d365a37981f037f451576021fa742ea9292fabd1eb25f0b98727c16d94"
 def vartrack_spec(**options: Any) -> NiahSpec:
     values = {"lengths": "1024", "depths": "0,25,50,75,100", "samples_per_cell": 2, "kind": "vartrack"}
     return command_line_options(NiahOptions, {**values, **options}).to_spec(COMMAND_LINE)
-
-
-def samples_of(spec: NiahSpec, tokenizer: Any) -> list[Sample]:
-    return generate_samples(spec, tokenizer, load_source(spec.haystack, spec.seed))
 
 
 @pytest.fixture(scope="module")

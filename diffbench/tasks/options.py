@@ -251,8 +251,9 @@ class NiahOptions(_Strict):
         from diffbench.tasks.variable_tracking import DEFAULT_CHAINS
 
         self._check_needle_style(spelling)
-        defaults = {"magic": 1, "literal": CHARACTERS, "nonliteral": CHARACTERS}
-        default = DEFAULT_CHAINS if self.kind == "vartrack" else defaults[self.needle_style]
+        default = 1 if self.needle_style == "magic" else CHARACTERS
+        if self.kind == "vartrack":
+            default = DEFAULT_CHAINS
         needles = default if self.needles is None else self.needles
         counts = needles if isinstance(needles, list) else [needles]
         specs = []
